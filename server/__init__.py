@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP server for the InternVL2 family on vLLM."""

@@ -1,0 +1,72 @@
+"""The FastAPI application: wiring, lifespan and per-app state (no module globals)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .engine import Engine, VLLMEngine
+from .errors import install_error_handlers
+from .limits import BodySizeLimit, ConcurrencyLimit
+from .media import MediaFetcher
+from .metrics import Metrics
+from .observe import RequestMetrics
+from .routes import chat, health, metrics, models
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """OpenAI-compatible chat completions for the InternVL2 family, served by vLLM.
+
+Images: `image_url` parts (http(s), `data:` base64, or `file://` under the configured
+directory), with `detail` (`low` = one tile) and the extension `max_tiles`.
+Videos: `video_url` parts (a video file; `num_frames`, `start`, `end`) or a list of
+frames: `{"type": "video_frames", "video_frames": {"urls": [...]}}`.
+Grounded answers carry `message.grounding`: boxes in pixels of the last image.
+"""
+
+
+def create_app(settings: Settings, engine: Engine | None = None, *, fetcher: MediaFetcher | None = None) -> FastAPI:
+    """The app; with `engine` given it is used as is (tests), else vLLM starts in the lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = app.state
+        state.executor = ThreadPoolExecutor(settings.preprocess_workers, thread_name_prefix="preprocess")
+        state.fetcher = fetcher or MediaFetcher(settings)
+        owns_engine = engine is None
+        try:
+            if owns_engine:
+                state.engine = await VLLMEngine.start(settings)
+            logger.info("serving %s", state.engine.info.name)
+            yield
+        finally:
+            # uvicorn has already drained in-flight requests (up to drain_timeout).
+            if owns_engine and state.engine is not None:
+                await state.engine.shutdown()
+                state.engine = None
+            await state.fetcher.aclose()
+            state.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="internvl-serve",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.metrics = Metrics()
+    app.state.limiter = ConcurrencyLimit(settings.max_concurrent_requests)
+
+    install_error_handlers(app)
+    for module in (chat, models, health, metrics):
+        app.include_router(module.router)
+    # Added last = outermost: the request metrics also see 413s.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    return app

@@ -1,0 +1,265 @@
+"""The vLLM `AsyncLLM` behind the API, and what the server needs to know about the model.
+
+Routes talk to the small `Engine` protocol, so tests can run the HTTP layer
+against a fake without starting vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from preprocessing import ChatTemplate, get_template
+
+from .errors import APIError, BadRequest, EngineUnavailable
+from .settings import DEMO_FAMILY, DEMO_SCALE, Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    source: str
+    template: ChatTemplate
+    max_model_len: int | None
+    use_thumbnail: bool
+    min_tiles: int
+    created: int
+
+
+@dataclass
+class QueueDepth:
+    """Engine scheduler counts, refreshed by vLLM's stat-logger hook."""
+
+    running: int = 0
+    waiting: int = 0
+
+
+class Engine(Protocol):
+    info: ModelInfo
+    queue: QueueDepth
+
+    def generate(
+        self, prompt: dict[str, Any], sampling: dict[str, Any], request_id: str, *, stream: bool
+    ) -> AsyncIterator[Any]: ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    def is_alive(self) -> bool: ...
+
+    async def shutdown(self) -> None: ...
+
+
+def resolve_model(settings: Settings) -> str:
+    """The local dir or hub id to load; makes the random demo checkpoint if none was given."""
+    if settings.model is not None:
+        return settings.model
+    from model_plugin.make_checkpoint import ensure_checkpoint
+
+    path = ensure_checkpoint(DEMO_FAMILY, DEMO_SCALE, settings.checkpoint_cache_dir)
+    banner = "!" * 78
+    logger.warning(
+        "\n%s\n!! No --model given: serving the built-in demo checkpoint %s\n"
+        "!! Its weights are RANDOM: answers are meaningless. Use --model for real output.\n%s",
+        banner,
+        path,
+        banner,
+    )
+    return str(path)
+
+
+def read_model_config(source: str) -> dict[str, Any]:
+    """config.json of a local checkpoint dir or a hub repo."""
+    local = Path(source)
+    if local.is_dir():
+        return json.loads((local / "config.json").read_text())
+    from huggingface_hub import hf_hub_download
+
+    return json.loads(Path(hf_hub_download(source, "config.json")).read_text())
+
+
+def model_info(settings: Settings, source: str, config: dict[str, Any]) -> ModelInfo:
+    template_name = config.get("template")
+    if not template_name:
+        raise ValueError(f"{source}: config.json names no chat `template`; is this an InternVL2 checkpoint?")
+    return ModelInfo(
+        name=settings.model_name,
+        source=source,
+        template=get_template(template_name),
+        max_model_len=settings.max_model_len,
+        use_thumbnail=bool(config.get("use_thumbnail", True)),
+        min_tiles=int(config.get("min_dynamic_patch", 1)),
+        created=int(time.time()),
+    )
+
+
+def engine_args(settings: Settings, source: str) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    return AsyncEngineArgs(
+        model=source,
+        served_model_name=settings.model_name,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        pipeline_parallel_size=settings.pipeline_parallel_size,
+        distributed_executor_backend=settings.distributed_executor_backend,
+        dtype=settings.dtype,
+        max_model_len=settings.max_model_len,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        max_num_seqs=settings.max_num_seqs,
+        quantization=settings.quantization,
+        enforce_eager=settings.enforce_eager,
+        seed=settings.seed,
+        structured_outputs_config=_structured_outputs_config(settings),
+        limit_mm_per_prompt={"image": settings.max_images_per_request, "video": settings.max_videos_per_request},
+        mm_processor_kwargs={
+            "max_tiles_limit": settings.max_tiles_per_image,
+            "max_video_frames": settings.max_frames_per_video,
+        },
+    )
+
+
+def _structured_outputs_config(settings: Settings) -> Any:
+    from vllm.config import StructuredOutputsConfig
+
+    if settings.structured_outputs_disable_any_whitespace:
+        # vLLM accepts the option only with an explicitly named backend.
+        return StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
+    return StructuredOutputsConfig()
+
+
+class VLLMEngine:
+    """`AsyncLLM` in this process; its engine core runs in a process of its own."""
+
+    def __init__(self, llm: Any, info: ModelInfo, queue: QueueDepth) -> None:
+        self._llm = llm
+        self.info = info
+        self.queue = queue
+        self._stop_token_ids = _special_token_ids(llm.get_tokenizer(), info.template.stop_strings)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> VLLMEngine:
+        from model_plugin.runtime import apply_cpu_defaults
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        source = await asyncio.to_thread(resolve_model, settings)
+        config = await asyncio.to_thread(read_model_config, source)
+        info = model_info(settings, source, config)
+        apply_cpu_defaults()
+        queue = QueueDepth()
+        args = engine_args(settings, source)
+        llm = AsyncLLM.from_engine_args(args, stat_loggers=[_queue_depth_logger(queue)])
+        if info.max_model_len is None:
+            info = _with_max_len(info, llm.model_config.max_model_len)
+        logger.info("engine ready: %s (template %s)", source, info.template.name)
+        return cls(llm, info, queue)
+
+    def sampling_params(self, sampling: dict[str, Any], *, stream: bool) -> Any:
+        from vllm import SamplingParams
+        from vllm.exceptions import VLLMClientError
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+        kwargs = dict(sampling)
+        structured = kwargs.pop("structured_outputs", None)
+        try:
+            if structured is not None:
+                kwargs["structured_outputs"] = StructuredOutputsParams(**structured)
+            return SamplingParams.from_optional(
+                **kwargs,
+                stop_token_ids=self._stop_token_ids,
+                # Streaming wants each step's new tokens; otherwise only the end.
+                output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
+            )
+        except (ValueError, TypeError, VLLMClientError) as error:
+            raise BadRequest(str(error), code="invalid_sampling_parameters", param=getattr(error, "parameter", None)) from None
+
+    async def generate(
+        self, prompt: dict[str, Any], sampling: dict[str, Any], request_id: str, *, stream: bool
+    ) -> AsyncIterator[Any]:
+        from vllm.exceptions import VLLMClientError
+        from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
+
+        if not self.is_alive():
+            raise EngineUnavailable("the inference engine has stopped")
+        params = self.sampling_params(sampling, stream=stream)
+        finished = False
+        try:
+            async for output in self._llm.generate(prompt, params, request_id):
+                finished = output.finished
+                yield output
+        except EngineDeadError:
+            raise EngineUnavailable("the inference engine has stopped") from None
+        except VLLMClientError as error:
+            raise BadRequest(str(error), code="invalid_request", param=getattr(error, "parameter", None)) from None
+        except EngineGenerateError as error:
+            raise _client_error(error.__cause__) or error
+        except ValueError as error:
+            # vLLM's input processing reports bad prompts (too long, bad media) this way;
+            # anything else is our bug and stays a 500.
+            raise BadRequest(str(error), code="invalid_request") from None
+        finally:
+            if not finished:
+                # A disconnected client cancels us: free the request's KV cache now.
+                await asyncio.shield(self.abort(request_id))
+
+    async def abort(self, request_id: str) -> None:
+        try:
+            await self._llm.abort(request_id)
+        except Exception:  # the engine may already be gone; nothing left to free
+            logger.debug("abort of %s failed", request_id, exc_info=True)
+
+    def is_alive(self) -> bool:
+        return not self._llm.errored
+
+    async def shutdown(self) -> None:
+        await asyncio.to_thread(self._llm.shutdown)
+
+
+def _client_error(cause: BaseException | None) -> APIError | None:
+    if isinstance(cause, ValueError):
+        return BadRequest(str(cause), code="invalid_request")
+    status = getattr(cause, "status_code", None)
+    if isinstance(status, int) and 400 <= status < 600:
+        return APIError(str(cause), status=status, code="engine_rejected")
+    return None
+
+
+def _special_token_ids(tokenizer: Any, tokens: tuple[str, ...]) -> list[int]:
+    """Ids of the stop strings that are single special tokens (most templates' turn ends)."""
+    ids = []
+    vocab = tokenizer.get_vocab()
+    for token in tokens:
+        if token in vocab:
+            ids.append(vocab[token])
+    return ids
+
+
+def _with_max_len(info: ModelInfo, max_model_len: int) -> ModelInfo:
+    from dataclasses import replace
+
+    return replace(info, max_model_len=max_model_len)
+
+
+def _queue_depth_logger(queue: QueueDepth):
+    """A vLLM stat-logger factory that copies scheduler counts into `queue`."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class QueueDepthLogger(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            pass
+
+        def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0) -> None:
+            if scheduler_stats is not None:
+                queue.running = scheduler_stats.num_running_reqs
+                queue.waiting = scheduler_stats.num_waiting_reqs
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return lambda vllm_config, engine_index=0: QueueDepthLogger(vllm_config, engine_index)

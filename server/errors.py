@@ -1,0 +1,147 @@
+"""OpenAI-shaped error bodies, and the handlers that guarantee bad input is never a 500."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from preprocessing import MediaError
+
+logger = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    """An error the client should see as `{"error": {...}}` with `status`."""
+
+    status = 400
+    type = "invalid_request_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.param = param
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+
+
+class BadRequest(APIError):
+    status = 400
+
+
+class Unauthorized(APIError):
+    status = 401
+    type = "authentication_error"
+
+
+class ModelNotFound(APIError):
+    status = 404
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model {model!r} does not exist", code="model_not_found", param="model")
+
+
+class PayloadTooLarge(APIError):
+    status = 413
+
+
+class TooManyRequests(APIError):
+    status = 429
+    type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, code="too_many_requests", headers={"Retry-After": str(retry_after_s)})
+
+
+class EngineUnavailable(APIError):
+    status = 503
+    type = "service_unavailable_error"
+
+    def __init__(self, message: str = "the inference engine is not available") -> None:
+        super().__init__(message, code="engine_unavailable")
+
+
+def error_body(message: str, type_: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_response(error: APIError) -> JSONResponse:
+    return JSONResponse(
+        error_body(error.message, error.type, param=error.param, code=error.code),
+        status_code=error.status,
+        headers=error.headers,
+    )
+
+
+def from_media_error(error: MediaError, *, param: str | None = None) -> APIError:
+    return BadRequest(str(error), code=error.code, param=param)
+
+
+def _location(loc: tuple | list) -> str | None:
+    # Drop the "body" prefix and pydantic's union-branch tags so `param` reads
+    # like the JSON path the client sent, e.g. messages.0.content.
+    parts = [str(part) for part in loc if part != "body" and not _is_union_tag(part)]
+    return ".".join(parts) or None
+
+
+def _is_union_tag(part: object) -> bool:
+    return isinstance(part, str) and ("[" in part or part in {"str", "list", "function-after", "function-before"})
+
+
+def validation_error(exc: RequestValidationError) -> APIError:
+    errors = exc.errors()
+    if any(error.get("type") == "json_invalid" for error in errors):
+        return BadRequest("request body is not valid JSON", code="invalid_json")
+    if not errors:
+        return APIError("invalid request", status=422, code="invalid_request")
+    first = errors[0]
+    param = _location(first.get("loc", ()))
+    message = first.get("msg", "invalid value")
+    if param:
+        message = f"{param}: {message}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    return APIError(message, status=422, code="invalid_field", param=param)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc))
+
+    @app.exception_handler(MediaError)
+    async def _media_error(request: Request, exc: MediaError) -> JSONResponse:
+        return error_response(from_media_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        code = "not_found" if exc.status_code == 404 else None
+        return JSONResponse(
+            error_body(str(exc.detail), type_, code=code),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("internal server error", "server_error", code="internal_error"), status_code=500)

@@ -1,0 +1,127 @@
+"""Fetch and decode a planned prompt's media into the engine's input dict.
+
+Fetching is async; decoding and frame sampling are CPU work and run on a
+bounded thread pool so the event loop keeps serving other requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from preprocessing import MediaError, TILE_SIZE, decode_image_bytes, load_video, num_tiles
+
+from .errors import BadRequest
+from .media import MediaFetcher
+from .prompt import ImageSpec, PromptPlan, VideoSpec
+from .settings import Settings
+
+
+@dataclass
+class EngineInput:
+    prompt: dict[str, Any]
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)
+    tiles_per_image: list[int] = field(default_factory=list)
+    frames_per_video: list[int] = field(default_factory=list)
+    preprocess_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class TileRule:
+    """How the plugin will tile, so usage and metrics can count tiles up front."""
+
+    min_tiles: int = 1
+    use_thumbnail: bool = True
+
+    def tiles(self, size: tuple[int, int], budget: int) -> int:
+        width, height = size
+        return num_tiles(
+            width, height, min_tiles=min(self.min_tiles, budget), max_tiles=budget, use_thumbnail=self.use_thumbnail
+        )
+
+
+async def load_inputs(
+    plan: PromptPlan, fetcher: MediaFetcher, executor: Executor, settings: Settings, rule: TileRule
+) -> EngineInput:
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+
+    async def run(function, *args):
+        return await loop.run_in_executor(executor, function, *args)
+
+    async def image(spec: ImageSpec) -> Image.Image:
+        data = await fetcher.fetch(spec.url, param=f"{spec.param}.image_url.url")
+        return await run(_decode_image, data, settings.max_image_pixels, spec.param)
+
+    async def video(spec: VideoSpec) -> np.ndarray:
+        if spec.url is not None:
+            data = await fetcher.fetch(spec.url, param=f"{spec.param}.video_url.url")
+            return await run(_decode_video, data, spec, settings)
+        frames = await asyncio.gather(
+            *(fetcher.fetch(url, param=f"{spec.param}.frames.{i}") for i, url in enumerate(spec.frame_urls))
+        )
+        return await run(_decode_frames, frames, settings.max_image_pixels, spec.param)
+
+    images, videos = await asyncio.gather(
+        asyncio.gather(*(image(spec) for spec in plan.images)),
+        asyncio.gather(*(video(spec) for spec in plan.videos)),
+    )
+    prompt: dict[str, Any] = {"prompt": plan.prompt}
+    multi_modal_data: dict[str, list] = {}
+    if images:
+        multi_modal_data["image"] = list(images)
+        prompt["mm_processor_kwargs"] = {"max_tiles": [spec.max_tiles for spec in plan.images]}
+    if videos:
+        multi_modal_data["video"] = list(videos)
+    if multi_modal_data:
+        prompt["multi_modal_data"] = multi_modal_data
+    sizes = [img.size for img in images]
+    return EngineInput(
+        prompt=prompt,
+        image_sizes=sizes,
+        tiles_per_image=[rule.tiles(size, spec.max_tiles) for size, spec in zip(sizes, plan.images)],
+        frames_per_video=[len(v) for v in videos],
+        preprocess_seconds=time.perf_counter() - started,
+    )
+
+
+def _decode_image(data: bytes, max_pixels: int, param: str) -> Image.Image:
+    try:
+        return decode_image_bytes(data, max_pixels=max_pixels)
+    except MediaError as error:
+        raise BadRequest(str(error), code=error.code, param=param) from None
+
+
+def _decode_video(data: bytes, spec: VideoSpec, settings: Settings) -> np.ndarray:
+    try:
+        frames = load_video(
+            data,
+            num_frames=spec.num_frames,
+            bound=spec.bound,
+            max_frames=settings.max_frames_per_video,
+            max_pixels=settings.max_image_pixels,
+        )
+    except (MediaError, ValueError) as error:
+        raise BadRequest(str(error), code=getattr(error, "code", "invalid_video"), param=spec.param) from None
+    return _stack(frames)
+
+
+def _decode_frames(frames: list[bytes], max_pixels: int, param: str) -> np.ndarray:
+    return _stack([_decode_image(data, max_pixels, param) for data in frames])
+
+
+def _stack(frames: list[Image.Image]) -> np.ndarray:
+    """[T, H, W, 3] uint8. Frames of mixed sizes are brought to one tile first.
+
+    The plugin resizes every frame to one tile (bicubic) anyway, so doing that
+    here for mixed sizes gives the same pixels it would have computed.
+    """
+    if len({frame.size for frame in frames}) > 1:
+        frames = [frame.resize((TILE_SIZE, TILE_SIZE), Image.Resampling.BICUBIC) for frame in frames]
+    return np.stack([np.asarray(frame, dtype=np.uint8) for frame in frames])

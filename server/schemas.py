@@ -1,0 +1,202 @@
+"""Request models for the chat API. Responses are the `openai` package's own types.
+
+Extensions to OpenAI's request (all optional):
+
+- image part: `{"type": "image_url", "image_url": {"url", "detail", "max_tiles"}}`
+  where `max_tiles` overrides the tile budget (`detail: "low"` means 1 tile).
+- video part by file: `{"type": "video_url", "video_url": {"url", "num_frames", "start", "end"}}`
+  (`start`/`end` in seconds bound the sampled range).
+- video part by frames: `{"type": "video_frames", "video_frames": {"urls": [image URLs]}}`,
+  or equally `{"type": "video_url", "video_url": {"frames": [image URLs]}}`.
+- request level: `max_tiles`, `num_frames` (defaults for every part),
+  `history_max_tiles` (budget of images in earlier turns; default 1, as the
+  official multi-turn demo), `top_k`, `min_p`, `repetition_penalty`,
+  `ignore_eos`, and `structured_outputs` / `guided_regex` / `guided_choice` / `guided_json`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from preprocessing import MAX_FRAMES, MAX_TILES
+
+
+class _Model(BaseModel):
+    # Clients (the official SDK included) send fields we have no use for.
+    model_config = ConfigDict(extra="ignore")
+
+
+class TextPart(_Model):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Model):
+    url: str = Field(min_length=1)
+    detail: Literal["auto", "low", "high"] = "auto"
+    max_tiles: int | None = Field(None, ge=1, le=MAX_TILES)
+
+
+class ImagePart(_Model):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class VideoURL(_Model):
+    url: str | None = Field(None, min_length=1)
+    frames: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1, max_length=MAX_FRAMES)
+    num_frames: int | None = Field(None, ge=1, le=MAX_FRAMES)
+    start: float | None = Field(None, ge=0)
+    end: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VideoURL:
+        if (self.url is None) == (self.frames is None):
+            raise ValueError("give exactly one of `url` (a video file) or `frames` (image URLs)")
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError("`start` must not be after `end`")
+        return self
+
+
+class VideoPart(_Model):
+    type: Literal["video_url"]
+    video_url: VideoURL
+
+
+class VideoFrames(_Model):
+    urls: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=MAX_FRAMES)
+
+
+class VideoFramesPart(_Model):
+    type: Literal["video_frames"]
+    video_frames: VideoFrames
+
+
+UserPart = Annotated[TextPart | ImagePart | VideoPart | VideoFramesPart, Field(discriminator="type")]
+
+
+class SystemMessage(_Model):
+    role: Literal["system", "developer"]
+    content: str | list[TextPart]
+
+
+class UserMessage(_Model):
+    role: Literal["user"]
+    content: str | list[UserPart]
+
+
+class AssistantMessage(_Model):
+    role: Literal["assistant"]
+    content: str | list[TextPart] | None = None
+
+
+class ToolMessage(_Model):
+    role: Literal["tool", "function"]
+    content: Any = None
+
+
+Message = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
+
+
+class StreamOptions(_Model):
+    include_usage: bool = False
+
+
+class JSONSchemaFormat(_Model):
+    name: str = "response"
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(_Model):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_present(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("`json_schema` is required when type is 'json_schema'")
+        return self
+
+
+class StructuredOutputs(_Model):
+    """vLLM's structured outputs: one constraint, and/or options for `response_format`'s."""
+
+    regex: str | None = None
+    choice: list[str] | None = Field(None, min_length=1)
+    json_: dict[str, Any] | str | None = Field(None, alias="json")
+    grammar: str | None = None
+    # Passed on to vLLM, whose xgrammar/guidance backends honour it only engine-wide
+    # (see --structured-outputs-disable-any-whitespace).
+    disable_any_whitespace: bool = False
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> StructuredOutputs:
+        if len(self.constraint()) > 1:
+            raise ValueError("give at most one of regex, choice, json, grammar")
+        return self
+
+    def constraint(self) -> dict[str, Any]:
+        given = {"regex": self.regex, "choice": self.choice, "json": self.json_, "grammar": self.grammar}
+        return {name: value for name, value in given.items() if value is not None}
+
+
+class ChatCompletionRequest(_Model):
+    model: str
+    messages: list[Message] = Field(min_length=1)
+
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+    # Sampling.
+    n: int = Field(1, ge=1, le=128)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=-1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    repetition_penalty: float | None = Field(None, gt=0, le=10)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    ignore_eos: bool = False
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_json: dict[str, Any] | str | None = None
+
+    # Accepted for compatibility; tools are rejected when actually used.
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    user: str | None = None
+
+    # Media extensions.
+    max_tiles: int | None = Field(None, ge=1, le=MAX_TILES)
+    history_max_tiles: int | None = Field(None, ge=1, le=MAX_TILES)
+    num_frames: int | None = Field(None, ge=1, le=MAX_FRAMES)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChatCompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("`top_logprobs` requires `logprobs: true`")
+        if isinstance(self.stop, list) and len(self.stop) > 16:
+            raise ValueError("at most 16 stop sequences")
+        return self
+
+    @property
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    @property
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)

@@ -1,0 +1,119 @@
+"""Helpers for the server tests: an engine stand-in (no vLLM) and test media."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from preprocessing import get_template
+from server.engine import ModelInfo, QueueDepth
+
+FAKE_MODEL = "fake-internvl"
+
+
+@dataclass
+class FakeCompletion:
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None = None
+    logprobs: Any = None
+
+
+@dataclass
+class FakeOutput:
+    prompt_token_ids: list[int] | None
+    outputs: list[FakeCompletion]
+    finished: bool
+    metrics: Any = None
+
+
+@dataclass
+class FakeEngine:
+    reply: str = "hello world"
+    alive: bool = True
+    delay_s: float = 0.0
+    info: ModelInfo = field(
+        default_factory=lambda: ModelInfo(
+            name=FAKE_MODEL,
+            source="/models/fake",
+            template=get_template("Hermes-2"),
+            max_model_len=4096,
+            use_thumbnail=True,
+            min_tiles=1,
+            created=int(time.time()),
+        )
+    )
+    queue: QueueDepth = field(default_factory=QueueDepth)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    aborted: list[str] = field(default_factory=list)
+
+    async def generate(self, prompt, sampling, request_id, *, stream):
+        self.calls.append({"prompt": prompt, "sampling": sampling, "request_id": request_id, "stream": stream})
+        prompt_ids = list(range(len(prompt["prompt"]) // 4 + 1))
+        words = self.reply.split(" ")
+        finished = False
+        try:
+            if stream:
+                for position, word in enumerate(words):
+                    if self.delay_s:
+                        await asyncio.sleep(self.delay_s)
+                    last = position == len(words) - 1
+                    piece = word if position == 0 else " " + word
+                    yield FakeOutput(
+                        prompt_ids if position == 0 else None,
+                        [FakeCompletion(i, piece, [position], "stop" if last else None) for i in range(sampling["n"])],
+                        last,
+                    )
+            else:
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                yield FakeOutput(
+                    prompt_ids,
+                    [FakeCompletion(i, self.reply, list(range(len(words))), "stop") for i in range(sampling["n"])],
+                    True,
+                )
+            finished = True
+        finally:
+            if not finished:
+                self.aborted.append(request_id)
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+    async def shutdown(self) -> None:
+        self.alive = False
+
+
+def make_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    return Image.fromarray(base).resize((width, height), Image.Resampling.BILINEAR)
+
+
+def image_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def data_url(image: Image.Image, fmt: str = "PNG") -> str:
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(image_bytes(image, fmt)).decode()
+
+
+def image_part(url: str, **extra) -> dict:
+    return {"type": "image_url", "image_url": {"url": url, **extra}}
+
+
+def text_part(text: str) -> dict:
+    return {"type": "text", "text": text}

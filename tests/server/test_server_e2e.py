@@ -1,0 +1,425 @@
+"""End to end: one live `internvl-serve` (uvicorn + vLLM on the CPU) per session,
+driven by the official openai client. Only loopback is ever contacted."""
+
+import asyncio
+import base64
+import functools
+import http.server
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from preprocessing import TOKENS_PER_TILE, expand_image_placeholders, num_tiles
+from server_support import data_url, image_bytes, image_part, make_image, text_part
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+API_KEY = "e2e-key"
+MAX_CONCURRENT = 3
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+STARTUP_TIMEOUT_S = 600
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, base_url: str, model: str, checkpoint: Path, media_dir: Path):
+        self.base_url = base_url
+        self.model = model
+        self.checkpoint = checkpoint
+        self.media_dir = media_dir
+
+    def client(self, **kwargs) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=300, **kwargs)
+
+    def async_client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=f"{self.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=300)
+
+    def post(self, payload: dict, **kwargs) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {API_KEY}", **kwargs.pop("headers", {})}
+        return httpx.post(f"{self.base_url}/v1/chat/completions", json=payload, headers=headers, timeout=300, **kwargs)
+
+    def alive(self) -> bool:
+        return httpx.get(f"{self.base_url}/health", timeout=10).status_code == 200
+
+
+@pytest.fixture(scope="session")
+def live_server(checkpoint, tmp_path_factory):
+    path = checkpoint("InternVL2-1B")
+    media_dir = tmp_path_factory.mktemp("media")
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    command = [
+        sys.executable, "-m", "server",
+        "--model", str(path), "--served-model-name", "internvl-tiny",
+        "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "8192",
+        "--max-num-seqs", "8", "--seed", "0", "--api-key", API_KEY,
+        "--media-allowed-network", "127.0.0.0/8", "--media-local-dir", str(media_dir),
+        "--max-concurrent-requests", str(MAX_CONCURRENT), "--max-request-bytes", str(MAX_REQUEST_BYTES),
+        "--structured-outputs-disable-any-whitespace",
+        "--max-frames-per-video", "8", "--default-num-frames", "4", "--drain-timeout", "10",
+    ]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text()[-5000:]}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"server did not become healthy:\n{log_path.read_text()[-5000:]}")
+        time.sleep(1)
+    yield LiveServer(base_url, "internvl-tiny", path, media_dir)
+    process.send_signal(signal.SIGTERM)
+    try:
+        # uvicorn re-raises SIGTERM once it has shut down cleanly.
+        assert process.wait(timeout=90) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in log_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(live_server):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(live_server.checkpoint)
+
+
+@pytest.fixture(scope="session")
+def loopback_http(live_server):
+    """A static file server on 127.0.0.1 serving the server's media directory."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(live_server.media_dir))
+
+    class Quiet(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            pass
+
+    server = Quiet(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def make_mp4(frames: int = 16, width: int = 96, height: int = 64, fps: int = 8) -> bytes:
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            pixels = np.full((height, width, 3), index * 15 % 256, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def expected_prompt_tokens(tokenizer, prompt: str, tiles: list[int], videos: list[int] = ()) -> int:
+    """Tokens after the plugin's expansion: <img> + 256 per tile + </img> per image; a
+    `Frame{i}: <img>...</img>` line of one tile per video frame. A request here holds
+    images or one video, never both, so the tile list is simply images then frames."""
+    for frames in videos:
+        prompt = prompt.replace("<video>", "".join(f"Frame{i + 1}: <image>\n" for i in range(frames)), 1)
+    text = expand_image_placeholders(prompt, list(tiles) + [1] * sum(videos))
+    return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def user_prompt(user: str, system: str | None = None) -> str:
+    from preprocessing import DEFAULT_SYSTEM_MESSAGE
+
+    system = DEFAULT_SYSTEM_MESSAGE if system is None else system
+    return f"<|im_start|>system\n{system}<|im_end|><|im_start|>user\n{user}<|im_end|><|im_start|>assistant\n"
+
+
+def test_health_models_and_auth(live_server):
+    assert live_server.alive()
+    assert [m.id for m in live_server.client().models.list().data] == ["internvl-tiny"]
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{live_server.base_url}/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_one_image_usage_counts_tiles(live_server, tokenizer):
+    image = make_image(800, 600, seed=1)
+    completion = live_server.client().chat.completions.create(
+        model=live_server.model,
+        messages=[{"role": "user", "content": [image_part(data_url(image)), text_part("Describe the image.")]}],
+        max_tokens=4,
+        temperature=0,
+    )
+    tiles = num_tiles(800, 600, max_tiles=12)
+    expected = expected_prompt_tokens(tokenizer, user_prompt("<image>\nDescribe the image."), [tiles])
+    assert completion.usage.prompt_tokens == expected
+    assert completion.usage.prompt_tokens > TOKENS_PER_TILE * tiles
+    assert 1 <= completion.usage.completion_tokens <= 4
+    assert completion.choices[0].message.role == "assistant"
+
+
+def test_several_images_with_per_image_budgets(live_server, tokenizer):
+    sizes = [(900, 500), (300, 640), (1200, 300)]
+    parts = [
+        image_part(data_url(make_image(*sizes[0], seed=2)), max_tiles=4),
+        image_part(data_url(make_image(*sizes[1], seed=3), "JPEG"), detail="low"),
+        image_part(data_url(make_image(*sizes[2], seed=4))),
+        text_part("Compare them."),
+    ]
+    completion = live_server.client().chat.completions.create(
+        model=live_server.model, messages=[{"role": "user", "content": parts}], max_tokens=2, extra_body={"max_tiles": 6}
+    )
+    tiles = [num_tiles(*sizes[0], max_tiles=4), 1, num_tiles(*sizes[2], max_tiles=6)]
+    prompt = user_prompt("Image-1: <image>\nImage-2: <image>\nImage-3: <image>\nCompare them.")
+    assert completion.usage.prompt_tokens == expected_prompt_tokens(tokenizer, prompt, tiles)
+
+
+def test_video_by_data_url_and_by_loopback_http(live_server, tokenizer, loopback_http):
+    video = make_mp4()
+    (live_server.media_dir / "clip.mp4").write_bytes(video)
+    client = live_server.client()
+    url = "data:video/mp4;base64," + base64.b64encode(video).decode()
+    prompt = user_prompt("<video>What happens?")
+    for source in (url, f"{loopback_http}/clip.mp4"):
+        completion = client.chat.completions.create(
+            model=live_server.model,
+            messages=[{"role": "user", "content": [{"type": "video_url", "video_url": {"url": source, "num_frames": 6}}, text_part("What happens?")]}],
+            max_tokens=2,
+        )
+        assert completion.usage.prompt_tokens == expected_prompt_tokens(tokenizer, prompt, [], [6])
+    # The request-level default (and the server default of 4 frames).
+    completion = client.chat.completions.create(
+        model=live_server.model,
+        messages=[{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}}, text_part("What happens?")]}],
+        max_tokens=2,
+    )
+    assert completion.usage.prompt_tokens == expected_prompt_tokens(tokenizer, prompt, [], [4])
+
+
+def test_frames_list_and_file_url(live_server, tokenizer, loopback_http):
+    for index in range(3):
+        (live_server.media_dir / f"frame{index}.png").write_bytes(image_bytes(make_image(320, 240, seed=10 + index)))
+    urls = [f"{loopback_http}/frame0.png", f"file://{live_server.media_dir / 'frame1.png'}", data_url(make_image(100, 80))]
+    completion = live_server.client().chat.completions.create(
+        model=live_server.model,
+        messages=[{"role": "user", "content": [{"type": "video_frames", "video_frames": {"urls": urls}}, text_part("What happens?")]}],
+        max_tokens=2,
+    )
+    assert completion.usage.prompt_tokens == expected_prompt_tokens(tokenizer, user_prompt("<video>What happens?"), [], [3])
+
+
+def test_multi_turn_with_images_and_a_system_prompt(live_server, tokenizer):
+    first, second = make_image(640, 480, seed=5), make_image(500, 900, seed=6)
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": [image_part(data_url(first)), text_part("What is this?")]},
+        {"role": "assistant", "content": "A picture."},
+        {"role": "user", "content": [image_part(data_url(second)), text_part("And this?")]},
+    ]
+    completion = live_server.client().chat.completions.create(model=live_server.model, messages=messages, max_tokens=2)
+    prompt = (
+        "<|im_start|>system\nYou are terse.<|im_end|><|im_start|>user\n<image>\nWhat is this?<|im_end|>"
+        "<|im_start|>assistant\nA picture.<|im_end|><|im_start|>user\n<image>\nAnd this?<|im_end|><|im_start|>assistant\n"
+    )
+    tiles = [1, num_tiles(500, 900, max_tiles=12)]  # the earlier turn's image gets one tile
+    assert completion.usage.prompt_tokens == expected_prompt_tokens(tokenizer, prompt, tiles)
+
+
+def test_n_stop_and_seed(live_server):
+    client = live_server.client()
+    completion = client.chat.completions.create(
+        model=live_server.model, messages=[{"role": "user", "content": "Hello"}], n=3, max_tokens=8, seed=3, temperature=1.0
+    )
+    assert sorted(c.index for c in completion.choices) == [0, 1, 2]
+    assert 3 <= completion.usage.completion_tokens <= 24
+    # A stop string the forced output must hit: the answer ends right before it.
+    stopped = client.chat.completions.create(
+        model=live_server.model,
+        messages=[{"role": "user", "content": "Hello"}],
+        max_tokens=20,
+        stop=["STOP"],
+        extra_body={"guided_regex": "abc STOP def"},
+    )
+    assert stopped.choices[0].message.content == "abc " and stopped.choices[0].finish_reason == "stop"
+
+
+def test_json_schema_output_validates(live_server):
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "color": {"enum": ["red", "green"]}},
+        "required": ["ok", "color"],
+        "additionalProperties": False,
+    }
+    completion = live_server.client().chat.completions.create(
+        model=live_server.model,
+        messages=[{"role": "user", "content": "Answer in JSON."}],
+        max_tokens=60,
+        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
+    )
+    value = json.loads(completion.choices[0].message.content)
+    assert set(value) == {"ok", "color"} and isinstance(value["ok"], bool) and value["color"] in ("red", "green")
+
+
+def test_grounding_boxes_are_returned_in_pixels(live_server):
+    image = make_image(800, 600, seed=7)
+    completion = live_server.client().chat.completions.create(
+        model=live_server.model,
+        messages=[{"role": "user", "content": [image_part(data_url(image), detail="low"), text_part("Where is the cat?")]}],
+        max_tokens=60,
+        extra_body={"guided_regex": r"<ref>cat</ref><box>\[\[100, 200, 500, 1000\]\]</box>"},
+    )
+    message = completion.choices[0].message
+    assert "<box>" in message.content
+    assert message.grounding == [{"label": "cat", "box": [80.0, 120.0, 400.0, 600.0], "image_index": 0}]
+
+
+def test_streaming_sync_with_usage_and_logprobs(live_server):
+    stream = live_server.client().chat.completions.create(
+        model=live_server.model,
+        messages=[{"role": "user", "content": [image_part(data_url(make_image(448, 448)), detail="low"), text_part("Hi")]}],
+        max_tokens=6,
+        stream=True,
+        stream_options={"include_usage": True},
+        logprobs=True,
+        top_logprobs=2,
+        extra_body={"ignore_eos": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].usage.completion_tokens == 6 and chunks[-1].choices == []
+    assert chunks[-1].usage.prompt_tokens > TOKENS_PER_TILE
+    finishing = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishing[-1].choices[0].finish_reason == "length"
+    logprobs = [lp for c in chunks if c.choices and c.choices[0].logprobs for lp in c.choices[0].logprobs.content]
+    assert len(logprobs) == 6 and all(len(lp.top_logprobs) == 2 for lp in logprobs)
+
+
+async def test_async_client_streaming_and_concurrency(live_server):
+    client = live_server.async_client()
+
+    async def one(seed):
+        stream = await client.chat.completions.create(
+            model=live_server.model, messages=[{"role": "user", "content": "Hello"}], max_tokens=4, stream=True, seed=seed
+        )
+        return "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+
+    texts = await asyncio.gather(one(1), one(2))
+    assert len(texts) == 2
+    completion = await client.chat.completions.create(
+        model=live_server.model, messages=[{"role": "user", "content": "Hello"}], max_tokens=3
+    )
+    assert completion.usage.completion_tokens <= 3
+    await client.close()
+
+
+# One test per error status; the server keeps serving after each.
+
+
+def assert_still_serving(live_server):
+    completion = live_server.client().chat.completions.create(
+        model=live_server.model, messages=[{"role": "user", "content": "ok?"}], max_tokens=1
+    )
+    assert completion.choices
+
+
+def test_400_bad_image_and_refused_url(live_server):
+    client = live_server.client()
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model=live_server.model, messages=[{"role": "user", "content": [image_part("data:image/png;base64,iVBORw0KGgo=")]}]
+        )
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=live_server.model, messages=[{"role": "user", "content": [image_part("http://169.254.169.254/latest")]}]
+        )
+    assert caught.value.code == "url_not_allowed"
+    assert_still_serving(live_server)
+
+
+def test_400_prompt_too_long(live_server):
+    with pytest.raises(openai.BadRequestError):
+        live_server.client().chat.completions.create(
+            model=live_server.model, messages=[{"role": "user", "content": "word " * 20000}], max_tokens=1
+        )
+    assert_still_serving(live_server)
+
+
+def test_404_unknown_model(live_server):
+    with pytest.raises(openai.NotFoundError):
+        live_server.client().chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert_still_serving(live_server)
+
+
+def test_413_request_too_large(live_server):
+    response = live_server.post({"model": live_server.model, "messages": [{"role": "user", "content": "x" * (MAX_REQUEST_BYTES + 10)}]})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    assert_still_serving(live_server)
+
+
+def test_422_invalid_fields(live_server):
+    with pytest.raises(openai.UnprocessableEntityError):
+        live_server.client().chat.completions.create(
+            model=live_server.model, messages=[{"role": "user", "content": "x"}], temperature=9
+        )
+    assert_still_serving(live_server)
+
+
+async def test_429_when_saturated_then_recovers(live_server):
+    client = live_server.async_client()
+    streams = []
+    for _ in range(MAX_CONCURRENT):
+        streams.append(
+            await client.chat.completions.create(
+                model=live_server.model,
+                messages=[{"role": "user", "content": "go"}],
+                max_tokens=2000,
+                stream=True,
+                extra_body={"ignore_eos": True},
+            )
+        )
+    response = await asyncio.to_thread(live_server.post, {"model": live_server.model, "messages": [{"role": "user", "content": "x"}]})
+    assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
+    # Closing the streams disconnects: the server aborts them in the engine and frees the slots.
+    for stream in streams:
+        await stream.close()
+    await client.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{live_server.base_url}/metrics").text
+        if "internvl_requests_in_flight 0.0" in metrics:
+            break
+        await asyncio.sleep(0.5)
+    assert "internvl_requests_in_flight 0.0" in metrics
+    assert_still_serving(live_server)
+
+
+def test_metrics_after_traffic(live_server):
+    metrics = httpx.get(f"{live_server.base_url}/metrics").text
+    assert 'internvl_requests_total{status="200"}' in metrics
+    for line in metrics.splitlines():
+        if line.startswith("internvl_prompt_tokens_total"):
+            assert float(line.split()[-1]) > 0

@@ -40,7 +40,6 @@ from preprocessing import (
     IMG_END_TOKEN,
     IMG_START_TOKEN,
     MAX_TILES,
-    num_tiles,
     tile_image_uint8,
 )
 

@@ -46,3 +46,6 @@ def shutdown_llm(llm) -> None:
     llm.llm_engine.engine_core.shutdown()
     del llm
     gc.collect()
+
+
+from tests.live_server import live_server, loopback_http, tokenizer  # noqa: E402,F401  (shared fixtures)

@@ -3,18 +3,9 @@ driven by the official openai client. Only loopback is ever contacted."""
 
 import asyncio
 import base64
-import functools
-import http.server
 import io
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -26,104 +17,7 @@ from server_support import data_url, image_bytes, image_part, make_image, text_p
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-API_KEY = "e2e-key"
-MAX_CONCURRENT = 3
-MAX_REQUEST_BYTES = 4 * 1024 * 1024
-STARTUP_TIMEOUT_S = 600
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class LiveServer:
-    def __init__(self, base_url: str, model: str, checkpoint: Path, media_dir: Path):
-        self.base_url = base_url
-        self.model = model
-        self.checkpoint = checkpoint
-        self.media_dir = media_dir
-
-    def client(self, **kwargs) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=300, **kwargs)
-
-    def async_client(self) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url=f"{self.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=300)
-
-    def post(self, payload: dict, **kwargs) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {API_KEY}", **kwargs.pop("headers", {})}
-        return httpx.post(f"{self.base_url}/v1/chat/completions", json=payload, headers=headers, timeout=300, **kwargs)
-
-    def alive(self) -> bool:
-        return httpx.get(f"{self.base_url}/health", timeout=10).status_code == 200
-
-
-@pytest.fixture(scope="session")
-def live_server(checkpoint, tmp_path_factory):
-    path = checkpoint("InternVL2-1B")
-    media_dir = tmp_path_factory.mktemp("media")
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    command = [
-        sys.executable, "-m", "server",
-        "--model", str(path), "--served-model-name", "internvl-tiny",
-        "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "8192",
-        "--max-num-seqs", "8", "--seed", "0", "--api-key", API_KEY,
-        "--media-allowed-network", "127.0.0.0/8", "--media-local-dir", str(media_dir),
-        "--max-concurrent-requests", str(MAX_CONCURRENT), "--max-request-bytes", str(MAX_REQUEST_BYTES),
-        "--structured-outputs-disable-any-whitespace",
-        "--max-frames-per-video", "8", "--default-num-frames", "4", "--drain-timeout", "10",
-    ]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text()[-5000:]}")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"server did not become healthy:\n{log_path.read_text()[-5000:]}")
-        time.sleep(1)
-    yield LiveServer(base_url, "internvl-tiny", path, media_dir)
-    process.send_signal(signal.SIGTERM)
-    try:
-        # uvicorn re-raises SIGTERM once it has shut down cleanly.
-        assert process.wait(timeout=90) in (0, -signal.SIGTERM)
-        assert "Application shutdown complete" in log_path.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-
-
-@pytest.fixture(scope="session")
-def tokenizer(live_server):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(live_server.checkpoint)
-
-
-@pytest.fixture(scope="session")
-def loopback_http(live_server):
-    """A static file server on 127.0.0.1 serving the server's media directory."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(live_server.media_dir))
-
-    class Quiet(http.server.ThreadingHTTPServer):
-        def handle_error(self, request, client_address):
-            pass
-
-    server = Quiet(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+from tests.live_server import MAX_CONCURRENT, MAX_REQUEST_BYTES  # noqa: E402
 
 
 def make_mp4(frames: int = 16, width: int = 96, height: int = 64, fps: int = 8) -> bytes:

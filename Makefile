@@ -22,7 +22,6 @@ test: $(STAMP)
 
 # With no --model, internvl-serve generates and serves the tiny random-weight demo model.
 serve: $(STAMP)
-	test -x $(VENV)/bin/internvl-serve || $(PY) -m pip install --quiet --no-deps -e .
 	$(VENV)/bin/internvl-serve $(SERVE_ARGS)
 
 clean:

@@ -11,6 +11,10 @@ Tile budgets come through `mm_processor_kwargs`:
 - `max_tiles_limit` (engine level): the largest budget a request may ask for; the
   memory profile and the encoder cache are sized for it.
 - `max_video_frames` (engine level): the most frames one video may have.
+
+An image item may also arrive already tiled, as `{"tiles": uint8 [n, 3, T, T]}`
+from `preprocessing.tile_image_uint8`: the server tiles on its worker threads so
+that vLLM's input processing, which runs on the event loop, does no pixel work.
 """
 
 from collections.abc import Mapping, Sequence
@@ -189,7 +193,9 @@ class InternVLChatMultiModalProcessor(BaseMultiModalProcessor[InternVLChatProces
         if images:
             options = info.tile_options(hf_kwargs)
             tiles = [
-                tile_image_uint8(
+                _pretiled(image, info.tile_size)
+                if isinstance(image, Mapping)
+                else tile_image_uint8(
                     _as_rgb(image),
                     min_tiles=min(options.min_tiles, options.for_image(i)),
                     max_tiles=options.for_image(i),
@@ -285,6 +291,26 @@ def _as_list(value: object) -> list[int]:
     return [int(v) for v in value]
 
 
+def pretiled_image(tiles: torch.Tensor) -> dict[str, torch.Tensor]:
+    """An image item that skips tiling in the processor (see the module doc)."""
+    return {"tiles": tiles}
+
+
+def _pretiled(item: Mapping[str, object], tile_size: int) -> torch.Tensor:
+    tiles = item.get("tiles")
+    if not (
+        isinstance(tiles, torch.Tensor)
+        and tiles.dtype == torch.uint8
+        and tiles.ndim == 4
+        and tiles.shape[0] >= 1
+        and tuple(tiles.shape[1:]) == (3, tile_size, tile_size)
+    ):
+        raise ValueError(f"A pre-tiled image must be uint8 [n, 3, {tile_size}, {tile_size}]")
+    if tiles.shape[0] > MAX_TILES + 1:
+        raise ValueError(f"A pre-tiled image has {tiles.shape[0]} tiles; at most {MAX_TILES + 1}")
+    return tiles
+
+
 def _as_rgb(image: object) -> Image.Image:
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
@@ -305,4 +331,5 @@ __all__ = [
     "InternVLChatDummyInputsBuilder",
     "InternVLChatMultiModalProcessor",
     "InternVLChatProcessingInfo",
+    "pretiled_image",
 ]

@@ -7,6 +7,7 @@ bounded thread pool so the event loop keeps serving other requests.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from preprocessing import MediaError, TILE_SIZE, decode_image_bytes, load_video, num_tiles
+from model_plugin.processing import pretiled_image
+from preprocessing import MediaError, TILE_SIZE, decode_image_bytes, load_video, num_tiles, tile_image_uint8
 
 from .errors import BadRequest
 from .media import MediaFetcher
@@ -55,9 +57,9 @@ async def load_inputs(
     async def run(function, *args):
         return await loop.run_in_executor(executor, function, *args)
 
-    async def image(spec: ImageSpec) -> Image.Image:
+    async def image(spec: ImageSpec) -> TiledImage:
         data = await fetcher.fetch(spec.url, param=f"{spec.param}.image_url.url")
-        return await run(_decode_image, data, settings.max_image_pixels, spec.param)
+        return await run(_tile_image, data, spec, settings.max_image_pixels, rule)
 
     async def video(spec: VideoSpec) -> np.ndarray:
         if spec.url is not None:
@@ -75,20 +77,41 @@ async def load_inputs(
     prompt: dict[str, Any] = {"prompt": plan.prompt}
     multi_modal_data: dict[str, list] = {}
     if images:
-        multi_modal_data["image"] = list(images)
-        prompt["mm_processor_kwargs"] = {"max_tiles": [spec.max_tiles for spec in plan.images]}
+        multi_modal_data["image"] = [pretiled_image(image.tiles) for image in images]
+        # Content ids spare vLLM hashing the pixels and let its caches recognise a
+        # repeated image at the same budget.
+        prompt["multi_modal_uuids"] = {"image": [image.content_id for image in images]}
     if videos:
         multi_modal_data["video"] = list(videos)
     if multi_modal_data:
         prompt["multi_modal_data"] = multi_modal_data
-    sizes = [img.size for img in images]
     return EngineInput(
         prompt=prompt,
-        image_sizes=sizes,
-        tiles_per_image=[rule.tiles(size, spec.max_tiles) for size, spec in zip(sizes, plan.images)],
+        image_sizes=[image.size for image in images],
+        tiles_per_image=[len(image.tiles) for image in images],
         frames_per_video=[len(v) for v in videos],
         preprocess_seconds=time.perf_counter() - started,
     )
+
+
+@dataclass(frozen=True)
+class TiledImage:
+    size: tuple[int, int]
+    tiles: Any  # uint8 [n, 3, 448, 448]
+    content_id: str
+
+
+def _tile_image(data: bytes, spec: ImageSpec, max_pixels: int, rule: TileRule) -> TiledImage:
+    """Decode and tile on a worker thread; the engine gets finished uint8 tiles."""
+    image = _decode_image(data, max_pixels, spec.param)
+    tiles = tile_image_uint8(
+        image,
+        min_tiles=min(rule.min_tiles, spec.max_tiles),
+        max_tiles=spec.max_tiles,
+        use_thumbnail=rule.use_thumbnail,
+    )
+    digest = hashlib.sha256(data).hexdigest()
+    return TiledImage(image.size, tiles, f"{digest}-{rule.min_tiles}-{spec.max_tiles}-{rule.use_thumbnail}")
 
 
 def _decode_image(data: bytes, max_pixels: int, param: str) -> Image.Image:

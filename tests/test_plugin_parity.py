@@ -170,3 +170,25 @@ def test_the_image_matters(engine):
     assert first.outputs[0].token_ids != changed.outputs[0].token_ids or not np.allclose(
         first_lp, changed_lp, atol=1e-4
     )
+
+
+def test_pretiled_image_matches_pil_image(engine):
+    """The server's path (tiles made on its threads) equals vLLM-side tiling."""
+    from model_plugin.processing import pretiled_image
+    from preprocessing import tile_image_uint8
+
+    case = CASES[0]
+    from_pil = generate(engine, case, logprobs=1)
+    request = build_request(engine, case)
+    tiles = tile_image_uint8(case.images[0], max_tiles=case.max_tiles[0])
+    request["multi_modal_data"] = {"image": [pretiled_image(tiles)]}
+    request["multi_modal_uuids"] = {"image": ["pretiled-test-image"]}
+    del request["mm_processor_kwargs"]
+    from vllm import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, ignore_eos=True, logprobs=1)
+    pretiled = engine.llm.generate([request], params, use_tqdm=False)[0]
+    assert pretiled.prompt_token_ids == from_pil.prompt_token_ids
+    assert pretiled.outputs[0].token_ids == from_pil.outputs[0].token_ids
+    for a, b in zip(from_pil.outputs[0].logprobs, pretiled.outputs[0].logprobs):
+        assert abs(next(iter(a.values())).logprob - next(iter(b.values())).logprob) < 1e-4

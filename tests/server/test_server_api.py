@@ -74,8 +74,10 @@ def test_grounding_boxes_in_pixels_of_the_last_image(make_client):
     message = completion.choices[0].message
     assert message.grounding == [{"label": "cat", "box": [80.0, 120.0, 400.0, 600.0], "image_index": 0}]
     prompt = engine.calls[-1]["prompt"]
-    assert prompt["mm_processor_kwargs"] == {"max_tiles": [12]}
-    assert [img.size for img in prompt["multi_modal_data"]["image"]] == [(800, 600)]
+    # Tiled on the server's threads at the default budget: 800x600 -> 4x3 grid + thumbnail.
+    (item,) = prompt["multi_modal_data"]["image"]
+    assert tuple(item["tiles"].shape) == (13, 3, 448, 448)
+    assert len(prompt["multi_modal_uuids"]["image"]) == 1
 
 
 def test_models_health_metrics_and_docs(client):

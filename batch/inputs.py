@@ -82,8 +82,7 @@ def collect(lines: Iterable[tuple[int, str]]) -> ParsedInput:
 def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
     # errors="replace": one line of bad UTF-8 becomes one reported bad line, not a crash.
     with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, text in enumerate(handle, start=1):
-            yield number, text
+        yield from enumerate(handle, start=1)
 
 
 def read_input(path: Path) -> ParsedInput:

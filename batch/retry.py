@@ -26,11 +26,13 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**retry))
 
     def delay(self, retry: int, retry_after: float | None) -> float:
+        backoff = self.backoff(retry)
         if retry_after is None:
-            return self.backoff(retry)
-        # Never sooner than the server asked; a little jitter on top so that everyone
-        # told "1 second" does not arrive at the same instant.
-        return min(self.max_delay, retry_after + random.uniform(0, self.base_delay))
+            return backoff
+        # Retry-After is a floor, not the schedule: a server that always says "1"
+        # would otherwise use up a busy client's retries in seconds. The jitter keeps
+        # everyone told "1 second" from arriving at the same instant.
+        return min(self.max_delay, max(retry_after + random.uniform(0, self.base_delay), backoff))
 
 
 def retryable_status(status: int) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,11 @@ from .routes import chat, health, metrics, models
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# How often the server checks that its engine process is still alive.
+ENGINE_WATCH_INTERVAL_S = 1.0
+# Exit status when the engine died under the server: an orchestrator restarts it.
+ENGINE_DEAD_EXIT_CODE = 1
 
 DESCRIPTION = """OpenAI-compatible chat completions for the InternVL2 family, served by vLLM.
 
@@ -39,12 +46,18 @@ def create_app(settings: Settings, engine: Engine | None = None, *, fetcher: Med
         state.executor = ThreadPoolExecutor(settings.preprocess_workers, thread_name_prefix="preprocess")
         state.fetcher = fetcher or MediaFetcher(settings)
         owns_engine = engine is None
+        watchdog = None
         try:
             if owns_engine:
                 state.engine = await VLLMEngine.start(settings)
+                watchdog = asyncio.create_task(_watch_engine(app))
             logger.info("serving %s", state.engine.info.name)
             yield
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
             # uvicorn has already drained in-flight requests (up to drain_timeout).
             if owns_engine and state.engine is not None:
                 await state.engine.shutdown()
@@ -60,6 +73,9 @@ def create_app(settings: Settings, engine: Engine | None = None, *, fetcher: Med
     )
     app.state.settings = settings
     app.state.engine = engine
+    # The process's exit status, and how to stop serving; cli.main sets the latter.
+    app.state.exit_code = 0
+    app.state.stop_serving = None
     app.state.metrics = Metrics()
     app.state.limiter = ConcurrencyLimit(settings.max_concurrent_requests)
 
@@ -70,3 +86,18 @@ def create_app(settings: Settings, engine: Engine | None = None, *, fetcher: Med
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app
+
+
+async def _watch_engine(app: FastAPI) -> None:
+    """Once the engine is dead (its process killed or crashed), stop serving and exit non-zero.
+
+    /health and new requests answer 503 from the moment vLLM notices; the process
+    then shuts down so that an orchestrator restarts it, rather than lingering unable to serve.
+    """
+    state = app.state
+    while state.engine is not None and state.engine.is_alive():
+        await asyncio.sleep(ENGINE_WATCH_INTERVAL_S)
+    logger.critical("the inference engine has died: shutting down (exit status %d)", ENGINE_DEAD_EXIT_CODE)
+    state.exit_code = ENGINE_DEAD_EXIT_CODE
+    if state.stop_serving is not None:
+        state.stop_serving()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-tiles-per-image", type=int, help="Largest tile budget a request may ask for (default 12, at most 40).")
     limits.add_argument("--default-max-tiles", type=int, help="Tile budget when a request names none (default 12).")
     limits.add_argument("--max-image-pixels", type=int, help="Largest decoded image, in pixels (default 40M).")
+    limits.add_argument("--max-image-aspect-ratio", type=float, help="Longest over shortest image side; "
+                        "flatter or taller images get a 400 (default 200).")
     limits.add_argument("--max-request-bytes", type=int, help="Largest request body (default 64 MiB).")
     limits.add_argument("--max-media-bytes", type=int, help="Largest fetched image or video (default 32 MiB).")
     limits.add_argument("--max-concurrent-requests", type=int, help="Requests at once; more get 429 (default 64).")
@@ -95,15 +98,45 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .app import create_app
 
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         # SIGTERM: stop accepting, let in-flight requests finish up to this long.
         timeout_graceful_shutdown=settings.drain_timeout,
     )
-    return 0
+    server = _server(config)
+    app.state.stop_serving = server.stop
+    server.run()
+    if not server.started:
+        return 3  # as uvicorn.run: the engine or the socket failed to start
+    return app.state.exit_code
+
+
+def _server(config):
+    """uvicorn's server, but the process ends with the app's exit status rather than by its signal.
+
+    uvicorn re-raises SIGTERM after a graceful shutdown, so the process would die
+    "killed by SIGTERM" even when every request drained; here a drained SIGTERM
+    exits 0 and an engine death exits non-zero (`app.state.exit_code`).
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self._captured_signals.clear()  # shut down already: do not die by the signal
+
+        def stop(self) -> None:
+            self.should_exit = True
+
+    return Server(config)
 
 
 if __name__ == "__main__":

@@ -113,9 +113,17 @@ def validation_error(exc: RequestValidationError) -> APIError:
     message = first.get("msg", "invalid value")
     if param:
         message = f"{param}: {message}"
+    elif first.get("type") == "missing":
+        message = "the request body is empty (or null): send a JSON object"
+    else:
+        message = f"request body: {message}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
     return APIError(message, status=422, code="invalid_field", param=param)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -134,9 +142,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        code = "not_found" if exc.status_code == 404 else None
+        code = _HTTP_CODES.get(exc.status_code)
+        message = str(exc.detail)
+        if exc.status_code == 400 and message == _FASTAPI_BODY_ERROR:
+            # FastAPI's words for a body json.loads cannot even decode (not UTF-8).
+            message, code = "request body is not valid JSON (nor UTF-8 text)", "invalid_json"
         return JSONResponse(
-            error_body(str(exc.detail), type_, code=code),
+            error_body(message, type_, code=code),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )

@@ -59,7 +59,7 @@ async def load_inputs(
 
     async def image(spec: ImageSpec) -> TiledImage:
         data = await fetcher.fetch(spec.url, param=f"{spec.param}.image_url.url")
-        return await run(_tile_image, data, spec, settings.max_image_pixels, rule)
+        return await run(_tile_image, data, spec, settings, rule)
 
     async def video(spec: VideoSpec) -> np.ndarray:
         if spec.url is not None:
@@ -68,7 +68,7 @@ async def load_inputs(
         frames = await asyncio.gather(
             *(fetcher.fetch(url, param=f"{spec.param}.frames.{i}") for i, url in enumerate(spec.frame_urls))
         )
-        return await run(_decode_frames, frames, settings.max_image_pixels, spec.param)
+        return await run(_decode_frames, frames, settings, spec.param)
 
     images, videos = await asyncio.gather(
         asyncio.gather(*(image(spec) for spec in plan.images)),
@@ -101,9 +101,9 @@ class TiledImage:
     content_id: str
 
 
-def _tile_image(data: bytes, spec: ImageSpec, max_pixels: int, rule: TileRule) -> TiledImage:
+def _tile_image(data: bytes, spec: ImageSpec, settings: Settings, rule: TileRule) -> TiledImage:
     """Decode and tile on a worker thread; the engine gets finished uint8 tiles."""
-    image = _decode_image(data, max_pixels, spec.param)
+    image = _decode_image(data, settings, spec.param)
     tiles = tile_image_uint8(
         image,
         min_tiles=min(rule.min_tiles, spec.max_tiles),
@@ -114,11 +114,21 @@ def _tile_image(data: bytes, spec: ImageSpec, max_pixels: int, rule: TileRule) -
     return TiledImage(image.size, tiles, f"{digest}-{rule.min_tiles}-{spec.max_tiles}-{rule.use_thumbnail}")
 
 
-def _decode_image(data: bytes, max_pixels: int, param: str) -> Image.Image:
+def _decode_image(data: bytes, settings: Settings, param: str) -> Image.Image:
     try:
-        return decode_image_bytes(data, max_pixels=max_pixels)
+        image = decode_image_bytes(data, max_pixels=settings.max_image_pixels)
     except MediaError as error:
         raise BadRequest(str(error), code=error.code, param=param) from None
+    width, height = image.size
+    # A 1x100000 strip would be stretched into a 1x12 grid of pure smear.
+    if max(width, height) > settings.max_image_aspect_ratio * min(width, height):
+        raise BadRequest(
+            f"image is {width}x{height}: its aspect ratio exceeds this server's limit of "
+            f"{settings.max_image_aspect_ratio:g}:1",
+            code="invalid_image_shape",
+            param=param,
+        )
+    return image
 
 
 def _decode_video(data: bytes, spec: VideoSpec, settings: Settings) -> np.ndarray:
@@ -135,8 +145,8 @@ def _decode_video(data: bytes, spec: VideoSpec, settings: Settings) -> np.ndarra
     return _stack(frames)
 
 
-def _decode_frames(frames: list[bytes], max_pixels: int, param: str) -> np.ndarray:
-    return _stack([_decode_image(data, max_pixels, param) for data in frames])
+def _decode_frames(frames: list[bytes], settings: Settings, param: str) -> np.ndarray:
+    return _stack([_decode_image(data, settings, param) for data in frames])
 
 
 def _stack(frames: list[Image.Image]) -> np.ndarray:

@@ -122,6 +122,12 @@ def _plain_text(content: str | list[TextPart], param: str) -> str:
 
 
 def _check_text(text: str, param: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON may escape lone surrogates ("\\ud800"); no tokenizer can take them.
+            raise BadRequest("message text is not valid Unicode (lone surrogate)", code="invalid_content", param=param) from None
     for reserved in _RESERVED_TEXT:
         if reserved in text:
             raise BadRequest(

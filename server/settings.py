@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     max_tiles_per_image: int = Field(12, ge=1, le=MAX_TILES, description="Largest tile budget a request may ask for.")
     default_max_tiles: int = Field(12, ge=1, le=MAX_TILES, description="Tile budget when a request names none.")
     max_image_pixels: int = Field(40_000_000, ge=1)
+    max_image_aspect_ratio: float = Field(
+        200.0, ge=1, description="Longest side over shortest side an image may have (InternVL's tiling tops out at 40:1)."
+    )
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_media_bytes: int = Field(32 * 1024 * 1024, ge=1, description="Per fetched image or video.")
     max_concurrent_requests: int = Field(64, ge=1)

@@ -88,6 +88,19 @@ def cpu_peak(cores: int, dtype: torch.dtype) -> tuple[float, str]:
     return peak, how
 
 
+def gemm_ceiling(dtype: torch.dtype, n: int = 4096, repeats: int = 3) -> float:
+    """Best FLOP/s of one large square torch.matmul: what this CPU really sustains."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
 def init_vllm_single_process():
     """tp=1 distributed state + a default VllmConfig, as vLLM's layer tests set up."""
     from vllm.config import VllmConfig, set_current_vllm_config
@@ -181,13 +194,17 @@ def run(model, kind: str, tiles: torch.Tensor) -> torch.Tensor:
 def embed_seconds(model, kind: str, tiles: torch.Tensor) -> float:
     with torch.inference_mode():
         model.embeddings(tiles)
-        start = time.perf_counter()
-        model.embeddings(tiles)
-        return time.perf_counter() - start
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            model.embeddings(tiles)
+            best = min(best, time.perf_counter() - start)
+        return best
 
 
-def time_forward(model, kind: str, tiles: torch.Tensor, repeats: int) -> float:
-    run(model, kind, tiles)  # warm-up
+def time_forward(model, kind: str, tiles: torch.Tensor, repeats: int, warm: bool = True) -> float:
+    if warm:
+        run(model, kind, tiles)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -202,9 +219,9 @@ def main() -> None:
     parser.add_argument("--towers", nargs="+", default=list(TOWERS), choices=list(TOWERS))
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--tiles", type=int, default=2, help="tiles per forward (batch)")
-    parser.add_argument("--layers-6b", type=int, default=2, help="6B layers built (45 = whole tower)")
+    parser.add_argument("--layers-6b", type=int, default=4, help="6B layers built (45 = whole tower)")
     parser.add_argument("--layers-300m", type=int, default=None, help="300M layers built (default all 24)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed forwards, best taken")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timed forwards, best taken")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default all cores)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -216,6 +233,10 @@ def main() -> None:
     peak, how = cpu_peak(args.threads, dtype)
     print(f"cpu: {cpu_info()['model']}; torch {torch.__version__}, threads {args.threads}, dtype {args.dtype}")
     print(f"peak: {how}")
+    gemm = gemm_ceiling(dtype, 512 if args.smoke else 4096)
+    print(f"measured ceiling: {gemm / 1e9:.0f} GFLOP/s ({args.dtype} {512 if args.smoke else 4096}^3 torch.matmul, best of 3)"
+          f" = {gemm / peak:.0%} of the nominal peak; implies >= {gemm / peak * cpu_info()['mhz'] / 1000:.2f} GHz"
+          " effective clock if the FLOPs/cycle above hold (boost clocks are not visible under KVM)")
     results = []
     for tower in args.towers:
         family = TOWERS[tower]
@@ -248,8 +269,16 @@ def main() -> None:
 
         flops_layer = vit_flops_per_layer(values)
         flops_full = vit_flops_per_tile(dict(values, num_hidden_layers=full_layers))["total"]
+        # Interleaved rounds (ours, builtin, ours, ...), best of each: load from other
+        # users of a shared machine then hits both alike.
+        best = {kind: float("inf") for kind in models}
         for kind, model in models.items():
-            seconds = time_forward(model, kind, tiles, 1 if args.smoke else args.repeats)
+            run(model, kind, tiles)  # warm-up
+        for _ in range(1 if args.smoke else args.repeats):
+            for kind, model in models.items():
+                best[kind] = min(best[kind], time_forward(model, kind, tiles, 1, warm=False))
+        for kind, model in models.items():
+            seconds = best[kind]
             t_embed = embed_seconds(model, kind, tiles)
             per_layer = (seconds - t_embed) / layers
             full_seconds = seconds if layers == full_layers else t_embed + full_layers * per_layer
@@ -261,20 +290,21 @@ def main() -> None:
                 "layer_s_per_tile": per_layer / tiles_n, "layer_gflop_per_tile": flops_layer / 1e9,
                 "full_s_per_tile": full_seconds / tiles_n, "tiles_per_s": tiles_per_s,
                 "achieved_gflops": achieved / 1e9, "peak_gflops": peak / 1e9, "fraction_of_peak": achieved / peak,
+                "gemm_ceiling_gflops": gemm / 1e9, "fraction_of_gemm": achieved / gemm,
                 "extrapolated": layers != full_layers, "max_abs_diff": diff,
             }
             results.append(row)
             print(f"{tower:>15} {kind:>8}: {layers}/{full_layers} layers built, forward of {tiles_n} tiles {seconds:.2f}s "
                   f"(embed {t_embed * 1e3:.0f} ms), {per_layer / tiles_n * 1e3:.0f} ms/layer/tile -> "
                   f"{tiles_per_s:.3f} tiles/s{' (extrapolated)' if row['extrapolated'] else ''}, "
-                  f"{achieved / 1e9:.0f} GFLOP/s = {achieved / peak:.0%} of peak")
+                  f"{achieved / 1e9:.0f} GFLOP/s = {achieved / peak:.0%} of nominal peak, {achieved / gemm:.0%} of GEMM ceiling")
         if len(models) == 2:
             ours, builtin = (r for r in results[-2:])
             print(f"{tower:>15}    ratio: ours/builtin tiles/s = {ours['tiles_per_s'] / builtin['tiles_per_s']:.3f}")
         del models
 
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_info()["model"], "peak": how, "rows": results}, indent=2))
+        args.json.write_text(json.dumps({"cpu": cpu_info()["model"], "peak": how, "gemm_ceiling_gflops": gemm / 1e9, "rows": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -22,11 +22,15 @@ tokens, plus TEXT_TOKENS of prompt text) and 64 output tokens, on one H100 SXM
 
 - images/s (vision + prefill, compute bound) = peak / (13 x (ViT + projector) +
   prefill FLOPs).
-- requests/s at large batch (compute bound) = peak / all FLOPs of a request;
-  output tokens/s = 64 x that. Decode reaches the compute bound only at a batch
-  of about (peak / bandwidth) ~ 295 sequences; `ridge_batch` gives the exact
-  figure including KV reads, and `kv_fit` how many such sequences' KV caches fit
-  in the memory left after the weights.
+- requests/s at large batch = 1 / max(all FLOPs of a request / peak, its
+  unshared bytes / bandwidth), where the unshared bytes are the KV cache written
+  in prefill and re-read by each of the 64 decode steps (weights are shared by
+  the batch and amortise away); output tokens/s = 64 x that. `bound` says which
+  term binds. Note a decode step of one sequence with a ~3.4k-token context reads
+  more KV bytes than its FLOPs can hide, so decode alone never turns compute
+  bound, whatever the batch; the vision + prefill FLOPs dominate instead.
+  `kv_fit` is how many such sequences' KV caches fit in 90% of 80 GB after bf16
+  weights.
 - batch-1 decode tokens/s (bandwidth bound) = bandwidth / bytes per token.
 
     .venv/bin/python benchmarks/roofline.py [--markdown] [--json OUT] [--smoke]
@@ -131,7 +135,8 @@ class Roofline:
     requests_per_s: float
     output_tokens_per_s: float
     batch1_decode_tokens_per_s: float
-    ridge_batch: float
+    request_kv_gb: float
+    bound: str
     weights_fit_80gb: bool
     kv_fit: int
     min_latency_ms: float
@@ -161,12 +166,12 @@ def roofline(name: str, tiles: int = TILES, output_tokens: int = OUTPUT_TOKENS) 
     total_weights = weight_bytes + vit_bytes + embed_bytes
     mean_context = prompt + output_tokens / 2
     decode_bytes_batch1 = weight_bytes + kv_per_token * mean_context
-    # Batch at which a decode step's FLOPs time equals its bytes time.
-    ridge = weight_bytes / (decode_per_token / H100_FLOPS * H100_BYTES_PER_S - kv_per_token * mean_context)
+    kv_request = kv_per_token * (prompt + sum(prompt + i for i in range(output_tokens)))
+    compute_s, memory_s = request_flops / H100_FLOPS, kv_request / H100_BYTES_PER_S
     kv_fit = int(max(0.0, H100_MEMORY * 0.9 - total_weights) // (kv_per_token * (prompt + output_tokens)))
     step = max(decode_per_token / H100_FLOPS, decode_bytes_batch1 / H100_BYTES_PER_S)
     min_latency = (vision_total + prefill_total) / H100_FLOPS + output_tokens * step
-    requests = H100_FLOPS / request_flops
+    requests = 1 / max(compute_s, memory_s)
     return Roofline(
         family=name,
         vit=f"InternViT-{'6B' if spec.vision_style == '6b' else '300M'}",
@@ -187,7 +192,8 @@ def roofline(name: str, tiles: int = TILES, output_tokens: int = OUTPUT_TOKENS) 
         requests_per_s=requests,
         output_tokens_per_s=requests * output_tokens,
         batch1_decode_tokens_per_s=H100_BYTES_PER_S / decode_bytes_batch1,
-        ridge_batch=ridge,
+        request_kv_gb=kv_request / 1e9,
+        bound="compute" if compute_s >= memory_s else "KV bandwidth",
         weights_fit_80gb=total_weights < H100_MEMORY * 0.9,
         kv_fit=kv_fit,
         min_latency_ms=min_latency * 1e3,
@@ -199,8 +205,8 @@ def markdown(rows: list[Roofline]) -> str:
         "| family | ViT | ViT GFLOP/tile | proj GFLOP/tile | LLM params (B) | prefill GFLOP/token | "
         "attn FLOP/(q,k) pair | decode GFLOP/token | decode weight GB/step | KV kB/token | "
         "request TFLOP (vision/prefill/decode) | images/s | requests/s = images/s incl. decode | "
-        "output tok/s (batched) | batch-1 tok/s | ridge batch | fits 80 GB (KV seqs) | min latency ms |",
-        "|" + "---|" * 18,
+        "KV GB/request | output tok/s (batched, bound) | batch-1 tok/s | fits 80 GB (KV seqs) | min latency ms |",
+        "|" + "---|" * 19,
     ]
     for r in rows:
         lines.append(
@@ -208,8 +214,8 @@ def markdown(rows: list[Roofline]) -> str:
             f"{r.llm_params_b:.2f} | {r.prefill_gflop_per_token:.2f} | {r.attention_flop_per_token_pair:,.0f} | "
             f"{r.decode_gflop_per_token:.2f} | {r.decode_weight_gb_per_step:.2f} | {r.kv_kb_per_token:.0f} | "
             f"{r.request_vision_tflop:.2f} / {r.request_prefill_tflop:.2f} / {r.request_decode_tflop:.2f} | "
-            f"{r.images_per_s:.1f} | {r.requests_per_s:.1f} | {r.output_tokens_per_s:,.0f} | "
-            f"{r.batch1_decode_tokens_per_s:,.0f} | {r.ridge_batch:.0f} | "
+            f"{r.images_per_s:.1f} | {r.requests_per_s:.1f} | {r.request_kv_gb:.2f} | "
+            f"{r.output_tokens_per_s:,.0f} ({r.bound}) | {r.batch1_decode_tokens_per_s:,.0f} | "
             f"{'yes' if r.weights_fit_80gb else 'NO'} ({r.kv_fit}) | {r.min_latency_ms:.0f} |"
         )
     return "\n".join(lines)

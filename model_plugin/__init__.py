@@ -30,3 +30,10 @@ def register() -> None:
     # that never build the model.
     ModelRegistry.register_model(ARCHITECTURE, "model_plugin.internvl:InternVLChatModel")
     logger.info("internvl-serve: %s now served by model_plugin.internvl", ARCHITECTURE)
+
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        from .cpu_compat import patch_cpu_model_runner
+
+        patch_cpu_model_runner()

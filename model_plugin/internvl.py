@@ -116,7 +116,8 @@ class InternVLChatModel(nn.Module, SupportsMultiModal, SupportsPP):
 
     def _normalize(self, tiles: torch.Tensor) -> torch.Tensor:
         if tiles.dtype == torch.uint8:
-            tiles = (tiles.float().div(255) - self.pixel_mean.float()) / self.pixel_std.float()
+            # In place on one fp32 copy: the same ops as torchvision, no temporaries.
+            tiles = tiles.float().div_(255).sub_(self.pixel_mean.float()).div_(self.pixel_std.float())
         return tiles.to(self.mlp1[1].weight.dtype)
 
     def extract_feature(self, tiles: torch.Tensor) -> torch.Tensor:
@@ -181,6 +182,11 @@ class InternVLChatModel(nn.Module, SupportsMultiModal, SupportsPP):
         return self.language_model.compute_logits(hidden_states)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
-        # Strict: AutoWeightsLoader raises on a tensor no module claims, and vLLM's
-        # loader raises on any parameter left out of the returned set.
-        return AutoWeightsLoader(self).load_weights(weights)
+        # Strict both ways. AutoWeightsLoader raises on a tensor no module claims;
+        # a parameter the checkpoint lacks is caught here, because vLLM's own check
+        # exempts every unquantized linear layer.
+        loaded = AutoWeightsLoader(self).load_weights(weights)
+        missing = sorted({name for name, _ in self.named_parameters()} - loaded)
+        if missing:
+            raise ValueError(f"Checkpoint is missing tensors for: {', '.join(missing)}")
+        return loaded

@@ -1,0 +1,70 @@
+"""Every benchmark script runs at its smallest size, so the scripts cannot rot.
+
+The CI venv has no torchvision: there the scripts must skip vLLM's built-in
+InternVL processor with a printed reason and still run ours (and the official
+transform). The end-to-end script is exercised against the shared live server
+(`--base-url`), so it costs no second engine start.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.live_server import API_KEY
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "benchmarks"
+
+
+def has_torchvision() -> bool:
+    probe = "import torchvision, vllm.transformers_utils.processors.internvl"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, cwd=REPO).returncode == 0
+
+
+def run_script(name: str, *args: str, timeout: int = 120) -> str:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / name), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, f"{name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def test_roofline_smoke():
+    out = run_script("roofline.py", "--smoke", "--markdown")
+    for family in ("InternVL2-1B", "InternVL2-Llama3-76B"):
+        assert family in out
+    sys.path.insert(0, str(BENCH))
+    try:
+        from roofline import roofline, vit_flops_per_tile
+        from model_plugin.families import FAMILIES
+    finally:
+        sys.path.remove(str(BENCH))
+    # InternViT-300M: ~0.3 B params x 1025 tokens x 2 + attention ~ 0.72 TFLOP per tile.
+    assert 700e9 < vit_flops_per_tile(FAMILIES["InternVL2-1B"].vision)["total"] < 750e9
+    assert roofline("InternVL2-1B").images_per_s > roofline("InternVL2-Llama3-76B").images_per_s
+
+
+def test_preprocessing_smoke(tmp_path):
+    out = run_script("bench_preprocessing.py", "--smoke", "--json", str(tmp_path / "p.json"))
+    assert "bit-identical" in out
+    assert "ours-uint8" in out and "official" in out
+    if not has_torchvision():
+        assert "SKIPPED builtin" in out and "torchvision" in out
+
+
+def test_vision_encoder_smoke():
+    # Tiny towers of both kinds; vLLM's built-in ViT module needs no torchvision.
+    out = run_script("bench_vision_encoder.py", "--smoke", timeout=180)
+    assert "InternViT-300M" in out and "InternViT-6B" in out
+    assert "tiles/s" in out
+
+
+@pytest.mark.slow
+def test_e2e_smoke_against_live_server(live_server, tmp_path):
+    out = run_script(
+        "bench_e2e.py", "--smoke", "--base-url", live_server.base_url, "--api-key", API_KEY,
+        "--json", str(tmp_path / "e2e.json"), timeout=300,
+    )
+    assert "single 13-tile request" in out

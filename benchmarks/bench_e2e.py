@@ -33,15 +33,13 @@ import base64
 import io
 import json
 import os
-import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx

@@ -108,7 +108,7 @@ def engine_args(settings: Settings, source: str) -> Any:
         served_model_name=settings.model_name,
         tensor_parallel_size=settings.tensor_parallel_size,
         pipeline_parallel_size=settings.pipeline_parallel_size,
-        distributed_executor_backend=_executor_backend(settings),
+        distributed_executor_backend=settings.distributed_executor_backend,
         dtype=settings.dtype,
         max_model_len=settings.max_model_len,
         gpu_memory_utilization=settings.gpu_memory_utilization,
@@ -123,18 +123,6 @@ def engine_args(settings: Settings, source: str) -> Any:
             "max_video_frames": settings.max_frames_per_video,
         },
     )
-
-
-def _executor_backend(settings: Settings) -> str | None:
-    """vLLM's choice, except one CPU process: the worker then runs inside the engine
-    core instead of beside it, where the two spin-wait on each other for the cores."""
-    if settings.distributed_executor_backend is not None:
-        return settings.distributed_executor_backend
-    import torch
-
-    if torch.cuda.is_available() or settings.tensor_parallel_size * settings.pipeline_parallel_size > 1:
-        return None
-    return "uni"
 
 
 def _structured_outputs_config(settings: Settings) -> Any:

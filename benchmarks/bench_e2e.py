@@ -49,6 +49,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.server_process import wait_until_healthy  # noqa: E402
+
 IMAGE_SIZES = ((640, 480), (1280, 720), (1920, 1080), (800, 1200))  # mixed; 13, 7, 7, 7 tiles at budget 12
 SINGLE_SIZE = (640, 480)  # 4 x 3 grid + thumbnail = 13 tiles
 QUESTION = "Describe this image in detail."
@@ -243,20 +245,11 @@ class Server:
             self.process = subprocess.Popen(self.command, cwd=REPO, env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
         self.sampler = RssSampler(self.process.pid)
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} server exited with {self.process.returncode}; log {self.log}:\n"
-                                   + self.log.read_text(errors="replace")[-4000:])
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{self.name} server not healthy after {STARTUP_TIMEOUT_S}s; log {self.log}")
-            time.sleep(0.5)
+        try:
+            wait_until_healthy(self.process, self.base_url, log_path=self.log, timeout_s=STARTUP_TIMEOUT_S)
+        except RuntimeError as error:
+            self.stop()
+            raise RuntimeError(f"{self.name}: {error}") from None
         self.startup_s = time.perf_counter() - start
         self.startup_peak_rss = self.sampler.reset()
 

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_e2e import SERVED_NAME, make_jpeg, payload  # noqa: E402
+from benchmarks.server_process import wait_until_healthy  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -108,18 +109,10 @@ def main() -> None:
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"server exited: see {args.out / 'server.log'}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("server did not start")
-            time.sleep(0.5)
+        try:
+            wait_until_healthy(process, f"http://127.0.0.1:{port}", log_path=args.out / "server.log")
+        except RuntimeError as error:
+            raise SystemExit(str(error)) from None
         # A new image each time: identical ones would hit vLLM's processor and prefix caches.
         # Attach only now: startup (imports, weight loading, profiling run) is not sampled.
         spy = subprocess.Popen([py_spy, "record", "--subprocesses", "--rate", str(args.rate), "--format", "raw",

@@ -51,6 +51,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.server_process import wait_until_healthy  # noqa: E402
 MODEL = "internvl-tiny"
 CHAT = "/v1/chat/completions"
 
@@ -88,17 +90,7 @@ class Server:
         self.ps = psutil.Process(self.process.pid)
 
     def wait_healthy(self, timeout_s: float = 600) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise RuntimeError(f"server not healthy after {timeout_s}s:\n{self.log_tail()}")
+        wait_until_healthy(self.process, self.base_url, log_path=self.log_path, timeout_s=timeout_s, poll_s=1)
 
     def tree(self) -> list[psutil.Process]:
         try:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from model_plugin.processing import pretiled_image
-from preprocessing import MediaError, TILE_SIZE, decode_image_bytes, load_video, num_tiles, tile_image_uint8
+from preprocessing import MediaError, TILE_SIZE, decode_image_bytes, load_video, tile_image_uint8
 
 from .errors import BadRequest
 from .media import MediaFetcher
@@ -36,16 +36,10 @@ class EngineInput:
 
 @dataclass(frozen=True)
 class TileRule:
-    """How the plugin will tile, so usage and metrics can count tiles up front."""
+    """The model's tiling settings (config.json), applied on the server's threads."""
 
     min_tiles: int = 1
     use_thumbnail: bool = True
-
-    def tiles(self, size: tuple[int, int], budget: int) -> int:
-        width, height = size
-        return num_tiles(
-            width, height, min_tiles=min(self.min_tiles, budget), max_tiles=budget, use_thumbnail=self.use_thumbnail
-        )
 
 
 async def load_inputs(

@@ -11,12 +11,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+
+from benchmarks.server_process import wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "e2e-key"
@@ -71,19 +72,7 @@ def live_server(checkpoint, tmp_path_factory):
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text()[-5000:]}")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"server did not become healthy:\n{log_path.read_text()[-5000:]}")
-        time.sleep(1)
+    wait_until_healthy(process, base_url, log_path=log_path, timeout_s=STARTUP_TIMEOUT_S)
     yield LiveServer(base_url, "internvl-tiny", path, media_dir)
     process.send_signal(signal.SIGTERM)
     try:

@@ -117,3 +117,19 @@ def image_part(url: str, **extra) -> dict:
 
 def text_part(text: str) -> dict:
     return {"type": "text", "text": text}
+
+
+def make_mp4(frames: int = 16, width: int = 96, height: int = 64, fps: int = 8) -> bytes:
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            pixels = np.full((height, width, 3), index * 15 % 256, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()

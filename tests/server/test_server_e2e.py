@@ -3,37 +3,19 @@ driven by the official openai client. Only loopback is ever contacted."""
 
 import asyncio
 import base64
-import io
 import json
 import time
 
 import httpx
-import numpy as np
 import openai
 import pytest
 
 from preprocessing import TOKENS_PER_TILE, expand_image_placeholders, num_tiles
-from server_support import data_url, image_bytes, image_part, make_image, text_part
+from server_support import data_url, image_bytes, image_part, make_image, make_mp4, text_part
 
 pytestmark = pytest.mark.slow
 
 from tests.live_server import MAX_CONCURRENT, MAX_REQUEST_BYTES  # noqa: E402
-
-
-def make_mp4(frames: int = 16, width: int = 96, height: int = 64, fps: int = 8) -> bytes:
-    import av
-
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for index in range(frames):
-            pixels = np.full((height, width, 3), index * 15 % 256, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return buffer.getvalue()
 
 
 def expected_prompt_tokens(tokenizer, prompt: str, tiles: list[int], videos: list[int] = ()) -> int:

@@ -261,6 +261,13 @@ def _sub_dict(config: PretrainedConfig) -> dict[str, Any]:
 
 
 def register_configs() -> None:
-    """Make the three model types loadable by AutoConfig; safe to call often."""
+    """Make the three model types loadable by AutoConfig; safe to call often.
+
+    Also registers the released checkpoints' tokenizer classes (see
+    `tokenization_registry`), which need the same no-remote-code treatment.
+    """
     for cls in (InternVLChatConfig, InternVisionConfig, InternLM2Config):
         AutoConfig.register(cls.model_type, cls, exist_ok=True)
+    from .tokenization_registry import register_tokenizers
+
+    register_tokenizers()

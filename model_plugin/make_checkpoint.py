@@ -1,8 +1,16 @@
 """Generate InternVL2 checkpoints that are real in everything but weight values.
 
 `tiny` writes a test-size model with random weights under the released
-parameter names (sharded like the real ones); `full` writes the real-size
-config, tokenizer and generation config only, for vLLM's `load_format="dummy"`.
+parameter names; `full` writes the real-size config, tokenizer and generation
+config only, for vLLM's `load_format="dummy"`.
+
+Two layouts:
+- `released` (default): the file set and formats of the hub repository
+  (`released_layout.py`): remote-code `auto_map` and stand-in `.py` files, the
+  4.x-era config fields, the released tokenizer kind and files, weights in as
+  many shards as the release, named as released;
+- `minimal`: our own compact form (one byte-level BPE `tokenizer.json`,
+  transformers-5 config spelling, shards cut at `max_shard_bytes`).
 """
 
 from __future__ import annotations
@@ -22,10 +30,18 @@ from safetensors.torch import save_file
 
 from .configuration import InternVLChatConfig
 from .families import FAMILIES, FamilySpec, get_family
+from .released_layout import (
+    release_for,
+    released_config,
+    released_generation_config,
+    released_shard_names,
+    write_remote_code_stand_ins,
+)
 from .tokenizer import build_tokenizer, save_tokenizer
 
 __all__ = [
     "GENERATOR_VERSION",
+    "LAYOUTS",
     "build_config",
     "ensure_checkpoint",
     "expected_weight_shapes",
@@ -35,10 +51,12 @@ __all__ = [
 ]
 
 Scale = Literal["tiny", "full"]
+Layout = Literal["released", "minimal"]
+LAYOUTS: tuple[str, ...] = ("released", "minimal")
 
 # Bump when the output of make_checkpoint changes, so cached checkpoints from
 # an older generator are not reused by ensure_checkpoint.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_MAX_SHARD_BYTES = 2_000_000
 # Target standard deviation of the logits: wide enough that random weights
 # rarely produce near-ties between the top two tokens, which would make
@@ -276,6 +294,47 @@ def _save_weights(weights: dict[str, torch.Tensor], out: Path, max_shard_bytes: 
     return files
 
 
+def _save_released_weights(weights: dict[str, torch.Tensor], out: Path, shards: int) -> list[str]:
+    """Split into the release's shard count, in the released tensor order.
+
+    The releases were written by `save_pretrained` in module order: the vision
+    tower, the language model, then the projector `mlp1`, cut into contiguous
+    shards; one file has no index.
+    """
+    def module_rank(name: str) -> int:
+        return 0 if name.startswith("vision_model.") else 1 if name.startswith("language_model.") else 2
+
+    names = sorted(weights, key=module_rank)  # stable: keeps layer order within a module
+    if len(names) < shards:
+        raise ValueError(f"{len(names)} tensors cannot fill {shards} shards")
+    sizes = [weights[n].numel() * weights[n].element_size() for n in names]
+    files = released_shard_names(shards)
+    groups: list[list[str]] = []
+    start, left_bytes = 0, sum(sizes)
+    for k in range(shards):
+        shards_left = shards - k
+        target = left_bytes / shards_left
+        end, taken = start + 1, sizes[start]
+        # Leave at least one tensor for every shard still to fill.
+        while end < len(names) - (shards_left - 1) and taken + sizes[end] / 2 <= target:
+            taken += sizes[end]
+            end += 1
+        if k == shards - 1:
+            end = len(names)
+        groups.append(names[start:end])
+        left_bytes -= sum(sizes[start:end])
+        start = end
+    metadata = {"format": "pt"}
+    weight_map = {}
+    for filename, group in zip(files, groups):
+        save_file({n: weights[n] for n in group}, str(out / filename), metadata=metadata)
+        weight_map.update(dict.fromkeys(group, filename))
+    if shards > 1:
+        index = {"metadata": {"total_size": sum(sizes)}, "weight_map": dict(sorted(weight_map.items()))}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return files
+
+
 def _clear_old_weights(out: Path) -> None:
     for path in list(out.glob("*.safetensors")) + list(out.glob("model.safetensors.index.json")):
         path.unlink()
@@ -285,6 +344,15 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def _write_released_tokenizer(spec: FamilySpec, out: Path) -> tuple[dict[str, int], int]:
+    """The release's tokenizer files; returns special-token ids and the tokenizer's size."""
+    from .tokenizer import write_released_tokenizer
+
+    ids = write_released_tokenizer(spec, out)
+    # Every release appends the InternVL tokens last, so they end the vocabulary.
+    return ids, max(ids.values()) + 1
+
+
 def make_checkpoint(
     family: str,
     scale: Scale,
@@ -292,29 +360,55 @@ def make_checkpoint(
     *,
     seed: int = 0,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    layout: Layout = "released",
 ) -> Path:
-    """Write a checkpoint directory for `family` at `scale`; returns its path."""
+    """Write a checkpoint directory for `family` at `scale`; returns its path.
+
+    `max_shard_bytes` applies to the minimal layout; the released one always
+    has the release's shard count.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     spec = _spec_for(family, scale)
     out_path = Path(out)
     out_path.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(spec)
-    token_ids = save_tokenizer(spec, tokenizer, out_path)
-    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True) if spec.is_tiny else None
-    config = build_config(spec, token_ids, vocab_size)
-    if config.llm_config.vocab_size < tokenizer.get_vocab_size(with_added_tokens=True):
+    if layout == "released":
+        token_ids, tokenizer_size = _write_released_tokenizer(spec, out_path)
+    else:
+        tokenizer = build_tokenizer(spec)
+        token_ids = save_tokenizer(spec, tokenizer, out_path)
+        tokenizer_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    config = build_config(spec, token_ids, tokenizer_size if spec.is_tiny else None)
+    if config.llm_config.vocab_size < tokenizer_size:
         raise AssertionError("tokenizer larger than the model vocabulary")
-    _write_json(out_path / "config.json", _config_json(config))
     stop_ids = [token_ids[tok] for tok in spec.stop_tokens]
-    generation = {
-        "bos_token_id": config.llm_config.bos_token_id,
-        "eos_token_id": stop_ids,
-        "pad_token_id": config.llm_config.pad_token_id,
-        "transformers_version": "5.0.0",
-    }
-    _write_json(out_path / "generation_config.json", {k: v for k, v in generation.items() if v is not None})
+    if layout == "released":
+        dtype = "float32" if spec.is_tiny else "bfloat16"
+        llm_overrides = {
+            "vocab_size": config.llm_config.vocab_size,
+            "bos_token_id": config.llm_config.bos_token_id,
+            "eos_token_id": config.llm_config.eos_token_id,
+            "pad_token_id": config.llm_config.pad_token_id,
+        }
+        _write_json(out_path / "config.json", released_config(spec, llm_overrides, dtype))
+        _write_json(out_path / "generation_config.json", released_generation_config(stop_ids))
+        write_remote_code_stand_ins(spec, out_path)
+    else:
+        _write_json(out_path / "config.json", _config_json(config))
+        generation = {
+            "bos_token_id": config.llm_config.bos_token_id,
+            "eos_token_id": stop_ids,
+            "pad_token_id": config.llm_config.pad_token_id,
+            "transformers_version": "5.0.0",
+        }
+        _write_json(out_path / "generation_config.json", {k: v for k, v in generation.items() if v is not None})
     _clear_old_weights(out_path)
     if spec.is_tiny:
-        _save_weights(random_weights(config, seed), out_path, max_shard_bytes)
+        weights = random_weights(config, seed)
+        if layout == "released":
+            _save_released_weights(weights, out_path, release_for(spec).shards)
+        else:
+            _save_weights(weights, out_path, max_shard_bytes)
     return out_path
 
 
@@ -324,6 +418,7 @@ def ensure_checkpoint(
     cache_dir: str | os.PathLike[str],
     *,
     seed: int = 0,
+    layout: Layout = "released",
 ) -> Path:
     """Generate once into `cache_dir` and reuse; safe against concurrent callers.
 
@@ -331,14 +426,16 @@ def ensure_checkpoint(
     place, so a directory that exists is always complete.
     """
     get_family(family)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    final = cache / f"{family}-{scale}-seed{seed}-v{GENERATOR_VERSION}"
+    final = cache / f"{family}-{scale}-{layout}-seed{seed}-v{GENERATOR_VERSION}"
     if final.is_dir():
         return final
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=cache))
     try:
-        make_checkpoint(family, scale, tmp, seed=seed)
+        make_checkpoint(family, scale, tmp, seed=seed, layout=layout)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -363,14 +460,19 @@ def _parser() -> argparse.ArgumentParser:
                         help="tiny: test-size model with weights; full: real-size config only (for load_format=dummy)")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    parser.add_argument("--layout", choices=LAYOUTS, default="released",
+                        help="released (default): the hub repository's file set, config fields, tokenizer "
+                             "files and shard names; minimal: one tokenizer.json, compact config")
     parser.add_argument("--max-shard-size", type=int, default=DEFAULT_MAX_SHARD_BYTES, metavar="BYTES",
-                        help=f"shard size limit in bytes (default {DEFAULT_MAX_SHARD_BYTES})")
+                        help=f"minimal layout: shard size limit in bytes (default {DEFAULT_MAX_SHARD_BYTES})")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    path = make_checkpoint(args.family, args.scale, args.out, seed=args.seed, max_shard_bytes=args.max_shard_size)
+    path = make_checkpoint(
+        args.family, args.scale, args.out, seed=args.seed, max_shard_bytes=args.max_shard_size, layout=args.layout
+    )
     print(path)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,94 @@ def test_tiny_config_fields_and_autoconfig(cache: Path, name: str) -> None:
     assert lc.rope_parameters["rope_type"] == real_rope
 
 
+# The file set of each released repository (README, examples and .gitattributes aside).
+_INTERNVL_CODE = {"configuration_intern_vit.py", "configuration_internvl_chat.py", "conversation.py",
+                  "modeling_intern_vit.py", "modeling_internvl_chat.py"}
+_COMMON = {"config.json", "generation_config.json", "special_tokens_map.json", "tokenizer_config.json"} | _INTERNVL_CODE
+RELEASED_FILES = {
+    "Qwen2ForCausalLM": _COMMON | {"vocab.json", "merges.txt", "added_tokens.json"},
+    "InternLM2ForCausalLM": _COMMON | {"tokenizer.model", "added_tokens.json", "configuration_internlm2.py",
+                                       "modeling_internlm2.py", "tokenization_internlm2.py",
+                                       "tokenization_internlm2_fast.py"},
+    "Phi3ForCausalLM": _COMMON | {"tokenizer.model", "tokenizer.json", "added_tokens.json",
+                                  "configuration_phi3.py", "modeling_phi3.py"},
+    "Yi": _COMMON | {"tokenizer.model", "added_tokens.json"},
+    "Llama3": _COMMON | {"tokenizer.json"},
+}
+INTERNVL_AUTO_MAP = {
+    "AutoConfig": "configuration_internvl_chat.InternVLChatConfig",
+    "AutoModel": "modeling_internvl_chat.InternVLChatModel",
+    "AutoModelForCausalLM": "modeling_internvl_chat.InternVLChatModel",
+}
+
+
+def _file_set_key(name: str) -> str:
+    arch = get_family(name).llm_architecture
+    if arch == "LlamaForCausalLM":
+        return "Llama3" if "Llama3" in name else "Yi"
+    return arch
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_released_layout_files_and_config(cache: Path, name: str) -> None:
+    spec = get_family(name)
+    path = tiny(cache, name)
+    weights = {p.name for p in path.glob("*.safetensors")} | {p.name for p in path.glob("*.index.json")}
+    files = {p.name for p in path.iterdir()} - weights
+    assert files == RELEASED_FILES[_file_set_key(name)]
+    raw = load_json(path / "config.json")
+    assert raw["auto_map"] == INTERNVL_AUTO_MAP
+    assert raw["_commit_hash"] is None
+    llm, vision = raw["llm_config"], raw["vision_config"]
+    # transformers 4.37 wrote its generation/task defaults into the sub-configs.
+    assert llm["id2label"] == {"0": "LABEL_0", "1": "LABEL_1"} and llm["label2id"] == {"LABEL_0": 0, "LABEL_1": 1}
+    assert llm["attn_implementation"] == "flash_attention_2"
+    assert llm["transformers_version"] == vision["transformers_version"] == "4.37.2"
+    assert "rope_parameters" not in llm and "rope_theta" in llm
+    assert vision["use_flash_attn"] is True
+    if spec.llm_architecture == "InternLM2ForCausalLM":
+        assert llm["auto_map"]["AutoConfig"] == "configuration_internlm2.InternLM2Config"
+    for stand_in in path.glob("*.py"):
+        # Remote code must never run: every .py is a stand-in that raises.
+        with pytest.raises(RuntimeError, match="without trust_remote_code"):
+            exec(compile(stand_in.read_text(), str(stand_in), "exec"), {})
+
+
+def test_loading_released_layout_runs_no_remote_code(cache: Path) -> None:
+    # In a fresh interpreter, so no earlier import or registration helps: what
+    # internvl-serve does at start (the plugin's config registration, then
+    # AutoConfig, vLLM's config loader and tokenizer), on a checkpoint whose .py
+    # files all raise when imported.
+    path = tiny(cache, "InternVL2-8B")
+    code = (
+        "import sys\n"
+        "from model_plugin import register_config\n"
+        "register_config()\n"
+        "from transformers import AutoConfig, AutoTokenizer\n"
+        "from vllm.transformers_utils.config import get_config\n"
+        f"p = {str(path)!r}\n"
+        "c = AutoConfig.from_pretrained(p)\n"
+        "v = get_config(p, trust_remote_code=False)\n"
+        "t = AutoTokenizer.from_pretrained(p)\n"
+        "assert type(c).__module__ == 'model_plugin.configuration', type(c).__module__\n"
+        "assert not [m for m in sys.modules if 'internvl_chat' in m or 'transformers_modules' in m]\n"
+        "print(type(v.get_text_config()).__name__, type(t).__name__)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split()[-2] == "InternLM2Config"
+
+
+def test_minimal_layout_still_loads(tmp_path: Path) -> None:
+    path = make_checkpoint("InternVL2-2B", "tiny", tmp_path, layout="minimal")
+    raw = load_json(path / "config.json")
+    assert "auto_map" not in raw and not list(path.glob("*.py"))
+    assert (path / "tokenizer.json").exists() and not (path / "tokenizer.model").exists()
+    config = AutoConfig.from_pretrained(path)
+    assert type(config.llm_config) is InternLM2Config
+    assert len(AutoTokenizer.from_pretrained(path)) == config.llm_config.vocab_size
+
+
 @pytest.fixture(scope="module")
 def vllm_context():
     from vllm.config import VllmConfig, set_current_vllm_config
@@ -182,6 +271,14 @@ def test_full_config_spot_values(cache: Path) -> None:
 # --- tokenizer --------------------------------------------------------------
 
 
+# The template's control tokens, as the released tokenizers hold them (one id each).
+TEMPLATE_TOKENS = {
+    "Hermes-2": ("<|im_start|>", "<|im_end|>"),
+    "internlm2-chat": ("<|im_start|>", "<|im_end|>"),
+    "phi3-chat": ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>"),
+}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_tokenizer(cache: Path, name: str) -> None:
     spec = get_family(name)
@@ -189,7 +286,8 @@ def test_tokenizer(cache: Path, name: str) -> None:
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = AutoConfig.from_pretrained(path)
     assert len(tokenizer) == config.llm_config.vocab_size
-    required = set(INTERNVL_TOKENS) | set(spec.template_spec.chat_tokens) | set(spec.tokens.base_tokens)
+    backbone = {t for t in (spec.tokens.bos, spec.tokens.eos, spec.tokens.pad, spec.tokens.unk) if t}
+    required = set(INTERNVL_TOKENS) | set(TEMPLATE_TOKENS[spec.template]) | backbone
     for token in required:
         ids = tokenizer.encode(token, add_special_tokens=False)
         assert len(ids) == 1 and tokenizer.convert_ids_to_tokens(ids[0]) == token, token
@@ -204,70 +302,146 @@ def test_tokenizer(cache: Path, name: str) -> None:
     assert tokenizer.convert_tokens_to_ids(spec.eos_token) in stops
 
 
-def test_tokenizer_is_deterministic(tmp_path: Path) -> None:
-    a = make_checkpoint("InternVL2-2B", "full", tmp_path / "a")
-    b = make_checkpoint("InternVL2-2B", "full", tmp_path / "b")
-    assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
+@pytest.mark.parametrize("layout, file", [("released", "tokenizer.model"), ("minimal", "tokenizer.json")])
+def test_tokenizer_is_deterministic(tmp_path: Path, layout: str, file: str) -> None:
+    a = make_checkpoint("InternVL2-2B", "full", tmp_path / "a", layout=layout)
+    b = make_checkpoint("InternVL2-2B", "full", tmp_path / "b", layout=layout)
+    assert (a / file).read_bytes() == (b / file).read_bytes()
 
 
 # --- weights ----------------------------------------------------------------
 
 
-def expected_names(config: InternVLChatConfig) -> dict[str, tuple[int, ...]]:
-    """Independent statement of the released tensor layout."""
-    vc, lc = config.vision_config, config.llm_config
-    c, ff = vc.hidden_size, vc.intermediate_size
-    out = {
-        "vision_model.embeddings.class_embedding": (1, 1, c),
-        "vision_model.embeddings.patch_embedding.weight": (c, 3, 14, 14),
-        "vision_model.embeddings.patch_embedding.bias": (c,),
-        "vision_model.embeddings.position_embedding": (1, 1 + 32 * 32, c),
-    }
-    for i in range(vc.num_hidden_layers):
-        p = f"vision_model.encoder.layers.{i}."
-        out |= {p + "attn.qkv.weight": (3 * c, c), p + "attn.proj.weight": (c, c), p + "attn.proj.bias": (c,),
-                p + "mlp.fc1.weight": (ff, c), p + "mlp.fc1.bias": (ff,), p + "mlp.fc2.weight": (c, ff),
-                p + "mlp.fc2.bias": (c,), p + "norm1.weight": (c,), p + "norm2.weight": (c,),
-                p + "ls1": (c,), p + "ls2": (c,)}
-        if vc.qkv_bias:
-            out[p + "attn.qkv.bias"] = (3 * c,)
-        if vc.qk_normalization:
-            out |= {p + "attn.q_norm.weight": (c,), p + "attn.k_norm.weight": (c,)}
-        if vc.norm_type == "layer_norm":
-            out |= {p + "norm1.bias": (c,), p + "norm2.bias": (c,)}
-    h, v, ffl = lc.hidden_size, lc.vocab_size, lc.intermediate_size
-    q, kv = h, lc.num_key_value_heads * (h // lc.num_attention_heads)
-    out |= {"mlp1.0.weight": (4 * c,), "mlp1.0.bias": (4 * c,), "mlp1.1.weight": (h, 4 * c),
-            "mlp1.1.bias": (h,), "mlp1.3.weight": (h, h), "mlp1.3.bias": (h,)}
-    lm = "language_model."
-    arch = lc.architectures[0]
-    if arch == "InternLM2ForCausalLM":
-        out |= {lm + "model.tok_embeddings.weight": (v, h), lm + "model.norm.weight": (h,),
-                lm + "output.weight": (v, h)}
-        for i in range(lc.num_hidden_layers):
-            p = f"{lm}model.layers.{i}."
-            out |= {p + "attention.wqkv.weight": (q + 2 * kv, h), p + "attention.wo.weight": (h, h),
-                    p + "feed_forward.w1.weight": (ffl, h), p + "feed_forward.w3.weight": (ffl, h),
-                    p + "feed_forward.w2.weight": (h, ffl), p + "attention_norm.weight": (h,),
-                    p + "ffn_norm.weight": (h,)}
-        return out
-    out |= {lm + "model.embed_tokens.weight": (v, h), lm + "model.norm.weight": (h,)}
-    if not lc.tie_word_embeddings:
-        out[lm + "lm_head.weight"] = (v, h)
-    for i in range(lc.num_hidden_layers):
-        p = f"{lm}model.layers.{i}."
-        out |= {p + "self_attn.o_proj.weight": (h, h), p + "mlp.down_proj.weight": (h, ffl),
-                p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,)}
-        if arch == "Phi3ForCausalLM":
-            out |= {p + "self_attn.qkv_proj.weight": (q + 2 * kv, h), p + "mlp.gate_up_proj.weight": (2 * ffl, h)}
-            continue
-        out |= {p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
-                p + "self_attn.v_proj.weight": (kv, h), p + "mlp.gate_proj.weight": (ffl, h),
-                p + "mlp.up_proj.weight": (ffl, h)}
-        if arch == "Qwen2ForCausalLM":
-            out |= {p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,),
-                    p + "self_attn.v_proj.bias": (kv,)}
-    return out
+# Tensor names of the released checkpoints, written down from the released
+# model.safetensors.index.json files and the official modeling code
+# (InternVisionModel, InternLM2ForCausalLM, Phi-3 as vendored by InternVL,
+# transformers' Qwen2/Llama), with each tensor's shape. `L` is a layer index;
+# `v` the vision config, `t` the LLM config. Held against what the generator
+# writes, never derived from it.
+def _qkv_rows(t) -> int:
+    head_dim = t.hidden_size // t.num_attention_heads
+    return (t.num_attention_heads + 2 * t.num_key_value_heads) * head_dim
+
+
+def _kv_rows(t) -> int:
+    return t.num_key_value_heads * (t.hidden_size // t.num_attention_heads)
+
+
+VISION_PATTERNS = {
+    r"vision_model\.embeddings\.class_embedding": lambda v: (1, 1, v.hidden_size),
+    r"vision_model\.embeddings\.patch_embedding\.weight": lambda v: (v.hidden_size, 3, 14, 14),
+    r"vision_model\.embeddings\.patch_embedding\.bias": lambda v: (v.hidden_size,),
+    r"vision_model\.embeddings\.position_embedding": lambda v: (1, 1 + (448 // 14) ** 2, v.hidden_size),
+    r"vision_model\.encoder\.layers\.L\.attn\.qkv\.weight": lambda v: (3 * v.hidden_size, v.hidden_size),
+    r"vision_model\.encoder\.layers\.L\.attn\.proj\.weight": lambda v: (v.hidden_size, v.hidden_size),
+    r"vision_model\.encoder\.layers\.L\.attn\.proj\.bias": lambda v: (v.hidden_size,),
+    r"vision_model\.encoder\.layers\.L\.mlp\.fc1\.weight": lambda v: (v.intermediate_size, v.hidden_size),
+    r"vision_model\.encoder\.layers\.L\.mlp\.fc1\.bias": lambda v: (v.intermediate_size,),
+    r"vision_model\.encoder\.layers\.L\.mlp\.fc2\.weight": lambda v: (v.hidden_size, v.intermediate_size),
+    r"vision_model\.encoder\.layers\.L\.mlp\.fc2\.bias": lambda v: (v.hidden_size,),
+    r"vision_model\.encoder\.layers\.L\.norm1\.weight": lambda v: (v.hidden_size,),
+    r"vision_model\.encoder\.layers\.L\.norm2\.weight": lambda v: (v.hidden_size,),
+    r"vision_model\.encoder\.layers\.L\.ls1": lambda v: (v.hidden_size,),
+    r"vision_model\.encoder\.layers\.L\.ls2": lambda v: (v.hidden_size,),
+}
+# InternViT-300M (layer norm, qkv bias) and InternViT-6B (RMS norm, q/k norm, no qkv bias).
+VISION_300M_PATTERNS = {
+    r"vision_model\.encoder\.layers\.L\.attn\.qkv\.bias": lambda v: (3 * v.hidden_size,),
+    r"vision_model\.encoder\.layers\.L\.norm1\.bias": lambda v: (v.hidden_size,),
+    r"vision_model\.encoder\.layers\.L\.norm2\.bias": lambda v: (v.hidden_size,),
+}
+VISION_6B_PATTERNS = {
+    r"vision_model\.encoder\.layers\.L\.attn\.q_norm\.weight": lambda v: (v.hidden_size,),
+    r"vision_model\.encoder\.layers\.L\.attn\.k_norm\.weight": lambda v: (v.hidden_size,),
+}
+PROJECTOR_PATTERNS = {
+    r"mlp1\.0\.weight": lambda v, t: (4 * v.hidden_size,),
+    r"mlp1\.0\.bias": lambda v, t: (4 * v.hidden_size,),
+    r"mlp1\.1\.weight": lambda v, t: (t.hidden_size, 4 * v.hidden_size),
+    r"mlp1\.1\.bias": lambda v, t: (t.hidden_size,),
+    r"mlp1\.3\.weight": lambda v, t: (t.hidden_size, t.hidden_size),
+    r"mlp1\.3\.bias": lambda v, t: (t.hidden_size,),
+}
+_DECODER_COMMON = {
+    r"language_model\.model\.embed_tokens\.weight": lambda t: (t.vocab_size, t.hidden_size),
+    r"language_model\.model\.layers\.L\.self_attn\.o_proj\.weight": lambda t: (t.hidden_size, t.hidden_size),
+    r"language_model\.model\.layers\.L\.mlp\.down_proj\.weight": lambda t: (t.hidden_size, t.intermediate_size),
+    r"language_model\.model\.layers\.L\.input_layernorm\.weight": lambda t: (t.hidden_size,),
+    r"language_model\.model\.layers\.L\.post_attention_layernorm\.weight": lambda t: (t.hidden_size,),
+    r"language_model\.model\.norm\.weight": lambda t: (t.hidden_size,),
+    r"language_model\.lm_head\.weight": lambda t: (t.vocab_size, t.hidden_size),
+}
+_SPLIT_QKV_MLP = {
+    r"language_model\.model\.layers\.L\.self_attn\.q_proj\.weight": lambda t: (t.hidden_size, t.hidden_size),
+    r"language_model\.model\.layers\.L\.self_attn\.k_proj\.weight": lambda t: (_kv_rows(t), t.hidden_size),
+    r"language_model\.model\.layers\.L\.self_attn\.v_proj\.weight": lambda t: (_kv_rows(t), t.hidden_size),
+    r"language_model\.model\.layers\.L\.mlp\.gate_proj\.weight": lambda t: (t.intermediate_size, t.hidden_size),
+    r"language_model\.model\.layers\.L\.mlp\.up_proj\.weight": lambda t: (t.intermediate_size, t.hidden_size),
+}
+LLM_PATTERNS = {
+    "InternLM2ForCausalLM": {
+        r"language_model\.model\.tok_embeddings\.weight": lambda t: (t.vocab_size, t.hidden_size),
+        r"language_model\.model\.layers\.L\.attention\.wqkv\.weight": lambda t: (_qkv_rows(t), t.hidden_size),
+        r"language_model\.model\.layers\.L\.attention\.wo\.weight": lambda t: (t.hidden_size, t.hidden_size),
+        r"language_model\.model\.layers\.L\.feed_forward\.w1\.weight": lambda t: (t.intermediate_size, t.hidden_size),
+        r"language_model\.model\.layers\.L\.feed_forward\.w3\.weight": lambda t: (t.intermediate_size, t.hidden_size),
+        r"language_model\.model\.layers\.L\.feed_forward\.w2\.weight": lambda t: (t.hidden_size, t.intermediate_size),
+        r"language_model\.model\.layers\.L\.attention_norm\.weight": lambda t: (t.hidden_size,),
+        r"language_model\.model\.layers\.L\.ffn_norm\.weight": lambda t: (t.hidden_size,),
+        r"language_model\.model\.norm\.weight": lambda t: (t.hidden_size,),
+        r"language_model\.output\.weight": lambda t: (t.vocab_size, t.hidden_size),
+    },
+    "Qwen2ForCausalLM": {
+        **_DECODER_COMMON,
+        **_SPLIT_QKV_MLP,
+        r"language_model\.model\.layers\.L\.self_attn\.q_proj\.bias": lambda t: (t.hidden_size,),
+        r"language_model\.model\.layers\.L\.self_attn\.k_proj\.bias": lambda t: (_kv_rows(t),),
+        r"language_model\.model\.layers\.L\.self_attn\.v_proj\.bias": lambda t: (_kv_rows(t),),
+    },
+    "LlamaForCausalLM": {**_DECODER_COMMON, **_SPLIT_QKV_MLP},
+    "Phi3ForCausalLM": {
+        **_DECODER_COMMON,
+        r"language_model\.model\.layers\.L\.self_attn\.qkv_proj\.weight": lambda t: (_qkv_rows(t), t.hidden_size),
+        r"language_model\.model\.layers\.L\.mlp\.gate_up_proj\.weight": lambda t: (2 * t.intermediate_size, t.hidden_size),
+    },
+}
+# Weight files of each release (1 = a single model.safetensors without an index).
+RELEASED_SHARDS = {
+    "InternVL2-1B": 1, "InternVL2-2B": 1, "InternVL2-4B": 2, "InternVL2-8B": 4, "InternVL2-26B": 11,
+    "InternVL2-40B": 17, "InternVL2-Llama3-76B": 32, "Mini-InternVL-Chat-2B-V1-5": 1,
+    "Mini-InternVL-Chat-4B-V1-5": 2, "InternVL-Chat-V1-5": 11,
+}
+
+
+def released_patterns(name: str, config: InternVLChatConfig) -> dict[str, tuple[int, ...]]:
+    """Each released name pattern (a regex; layer indices become a group) with its shape."""
+    spec = get_family(name)
+    v, t = config.vision_config, config.llm_config
+    vision = {**VISION_PATTERNS, **(VISION_6B_PATTERNS if spec.vision_style == "6b" else VISION_300M_PATTERNS)}
+    patterns = {p: f(v) for p, f in vision.items()}
+    patterns |= {p: f(v, t) for p, f in PROJECTOR_PATTERNS.items()}
+    patterns |= {p: f(t) for p, f in LLM_PATTERNS[spec.llm_architecture].items()}
+    return {p.replace(r"\.L\.", r"\.(\d+)\."): shape for p, shape in patterns.items()}
+
+
+def check_against_released(name: str, config: InternVLChatConfig, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Every tensor matches exactly one released pattern, with its shape, and every
+    pattern is present for every layer (and only for existing layers)."""
+    patterns = released_patterns(name, config)
+    seen: dict[str, set[int]] = {p: set() for p in patterns}
+    for key, shape in shapes.items():
+        hits = [(p, m) for p in patterns if (m := re.fullmatch(p, key))]
+        assert len(hits) == 1, f"{key}: matches {len(hits)} released name patterns"
+        pattern, match = hits[0]
+        assert tuple(shape) == patterns[pattern], key
+        seen[pattern].add(int(match.group(1)) if match.groups() else -1)
+    layers = {"vision_model": config.vision_config.num_hidden_layers, "language_model": config.llm_config.num_hidden_layers}
+    for pattern, indices in seen.items():
+        if r"(\d+)" in pattern:
+            expected = set(range(layers[pattern.split("\\")[0]]))
+        else:
+            expected = {-1}
+        assert indices == expected, f"{pattern}: layers {sorted(indices)}"
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -285,22 +459,38 @@ def test_weights_layout_and_sharding(cache: Path, name: str) -> None:
     path = tiny(cache, name)
     config = AutoConfig.from_pretrained(path)
     tensors = read_weights(path)
-    expected = expected_names(config)
-    assert set(tensors) == set(expected)
+    check_against_released(name, config, {k: tuple(t.shape) for k, t in tensors.items()})
     for key, tensor in tensors.items():
-        assert tuple(tensor.shape) == expected[key], key
         assert tensor.dtype == torch.float32
         assert torch.isfinite(tensor).all()
 
-    index = load_json(path / "model.safetensors.index.json")
     shards = sorted(p.name for p in path.glob("*.safetensors"))
-    assert len(shards) >= 2
+    count = RELEASED_SHARDS[name]
+    if count == 1:
+        assert shards == ["model.safetensors"]
+        assert not (path / "model.safetensors.index.json").exists()
+        return
+    assert shards == [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+    index = load_json(path / "model.safetensors.index.json")
     assert set(index["weight_map"]) == set(tensors)
     assert sorted(set(index["weight_map"].values())) == shards
     for file in shards:
         with safe_open(str(path / file), framework="pt") as handle:
             assert all(index["weight_map"][k] == file for k in handle.keys())
     assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in tensors.values())
+    # save_pretrained order: the vision tower first, the projector last.
+    assert index["weight_map"]["vision_model.embeddings.class_embedding"] == shards[0]
+    assert index["weight_map"]["mlp1.3.bias"] == shards[-1]
+
+
+@pytest.mark.parametrize("name", ["InternVL2-1B", "InternVL2-26B", "InternVL2-4B"])
+def test_minimal_layout_weights_match_released_names(tmp_path: Path, name: str) -> None:
+    path = make_checkpoint(name, "tiny", tmp_path, layout="minimal", max_shard_bytes=200_000)
+    config = AutoConfig.from_pretrained(path)
+    tensors = read_weights(path)
+    check_against_released(name, config, {k: tuple(t.shape) for k, t in tensors.items()})
+    assert len(list(path.glob("*.safetensors"))) >= 2
+    assert not list(path.glob("*.py"))
 
 
 def test_weights_deterministic_by_seed(cache: Path) -> None:
@@ -352,6 +542,10 @@ def test_ensure_checkpoint_reuses(tmp_path: Path) -> None:
     again = ensure_checkpoint("InternVL2-1B", "tiny", tmp_path)
     assert again == first and (again / "config.json").stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.name]
+    assert "-released-" in first.name
+    minimal = ensure_checkpoint("InternVL2-1B", "tiny", tmp_path, layout="minimal")
+    assert minimal != first and "-minimal-" in minimal.name
+    assert (first / "vocab.json").exists() and (minimal / "tokenizer.json").exists()
 
 
 def test_unknown_family() -> None:
@@ -360,7 +554,7 @@ def test_unknown_family() -> None:
 
 
 def test_single_shard_when_small_enough(tmp_path: Path) -> None:
-    path = make_checkpoint("InternVL2-1B", "tiny", tmp_path, max_shard_bytes=10**9)
+    path = make_checkpoint("InternVL2-8B", "tiny", tmp_path, max_shard_bytes=10**9, layout="minimal")
     assert (path / "model.safetensors").exists()
     assert not (path / "model.safetensors.index.json").exists()
 
@@ -380,6 +574,14 @@ def test_cli(tmp_path: Path) -> None:
     index = load_json(out / "model.safetensors.index.json")
     assert len(set(index["weight_map"].values())) > 2
     assert load_json(out / "config.json")["template"] == "internlm2-chat"
+    assert len(set(index["weight_map"].values())) == 11  # the release's shard count; --max-shard-size is minimal's
+    minimal = tmp_path / "minimal"
+    subprocess.run(
+        [sys.executable, "-m", "model_plugin.make_checkpoint", "--family", "InternVL2-26B", "--scale", "tiny",
+         "--layout", "minimal", "--out", str(minimal), "--max-shard-size", "500000"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )
+    assert (minimal / "tokenizer.json").exists() and "auto_map" not in load_json(minimal / "config.json")
     bad = subprocess.run(
         [sys.executable, "-m", "model_plugin.make_checkpoint", "--family", "nope", "--scale", "tiny",
          "--out", str(tmp_path / "x")],

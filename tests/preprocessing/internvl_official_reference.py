@@ -115,3 +115,78 @@ def get_index(bound, fps, max_frame, first_idx=0, num_segments=32):
         [int(start_idx + (seg_size / 2) + np.round(seg_size * idx)) for idx in range(num_segments)]
     )
     return frame_indices
+
+
+# --- prompt construction: conversation.py (MPT style) and InternVLChatModel.chat ------
+
+IMG_START_TOKEN = "<img>"
+IMG_END_TOKEN = "</img>"
+IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
+
+# InternVLChatModel.system_message in the InternVL2 releases.
+SYSTEM_MESSAGE = "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
+
+# get_conv_template(name): (system_template, roles, sep); all three use SeparatorStyle.MPT.
+CONV_TEMPLATES = {
+    "Hermes-2": ("<|im_start|>system\n{system_message}", ("<|im_start|>user\n", "<|im_start|>assistant\n"), "<|im_end|>"),
+    "internlm2-chat": (
+        "<|im_start|>system\n{system_message}",
+        ("<|im_start|>user\n", "<|im_start|>assistant\n"),
+        "<|im_end|>",
+    ),
+    "phi3-chat": ("<|system|>\n{system_message}", ("<|user|>\n", "<|assistant|>\n"), "<|end|>"),
+}
+
+
+def get_prompt(template_name, messages, system_message=SYSTEM_MESSAGE):
+    """Conversation.get_prompt for SeparatorStyle.MPT; messages are (role index, text or None)."""
+    system_template, roles, sep = CONV_TEMPLATES[template_name]
+    ret = system_template.format(system_message=system_message) + sep
+    for role, message in messages:
+        if message:
+            ret += roles[role] + message + sep
+        else:
+            ret += roles[role]
+    return ret
+
+
+def num_image_token(config: dict) -> int:
+    """InternVLChatModel.__init__: tokens per 448px tile after pixel shuffle."""
+    image_size = config.get("force_image_size") or config["vision_config"]["image_size"]
+    patch_size = config["vision_config"]["patch_size"]
+    return int((image_size // patch_size) ** 2 * (config["downsample_ratio"] ** 2))
+
+
+def chat_query(template_name, question, num_patches_list, image_tokens_per_tile, history=(), has_pixels=None):
+    """The query string InternVLChatModel.chat tokenizes (batch_chat for one sample)."""
+    if has_pixels is None:
+        has_pixels = bool(num_patches_list)
+    if has_pixels and "<image>" not in question:
+        question = "<image>\n" + question
+    messages = []
+    for old_question, old_answer in history:
+        messages += [(0, old_question), (1, old_answer)]
+    messages += [(0, question), (1, None)]
+    query = get_prompt(template_name, messages)
+    for num_patches in num_patches_list:
+        image_tokens = IMG_START_TOKEN + IMG_CONTEXT_TOKEN * image_tokens_per_tile * num_patches + IMG_END_TOKEN
+        query = query.replace("<image>", image_tokens, 1)
+    return query
+
+
+def multi_image_question(question, count):
+    """The model card's multi-image prompt: 'Image-1: <image>\\nImage-2: <image>\\n...'."""
+    if count == 1:
+        return question  # chat() prepends '<image>\n' itself
+    return "".join(f"Image-{i + 1}: <image>\n" for i in range(count)) + question
+
+
+def video_question(question, frame_count):
+    """The model card's video prompt: one 'Frame{i}: <image>' line per frame."""
+    return "".join(f"Frame{i + 1}: <image>\n" for i in range(frame_count)) + question
+
+
+def official_video_pixel_values(frames, input_size=448):
+    """load_video's per-frame preprocessing: dynamic_preprocess(max_num=1, thumbnail) + transform."""
+    per_frame = [official_pixel_values(frame, 1, 1, True, input_size) for frame in frames]
+    return np.concatenate(per_frame), [len(tiles) for tiles in per_frame]

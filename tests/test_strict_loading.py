@@ -7,15 +7,21 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from preprocessing import get_template
 from tests.conftest import make_llm
 
 pytestmark = pytest.mark.slow
 
 
 def edited_copy(source, target, edit):
-    """A copy of a sharded checkpoint with `edit(state)` applied to the first shard."""
+    """A copy of a checkpoint with `edit(state)` applied to its (first) weight file."""
     shutil.copytree(source, target)
     index_path = target / "model.safetensors.index.json"
+    if not index_path.exists():  # one model.safetensors, as the released InternVL2-1B
+        state = load_file(target / "model.safetensors")
+        edit(state)
+        save_file(state, target / "model.safetensors", metadata={"format": "pt"})
+        return target
     index = json.loads(index_path.read_text())
     shard = sorted(set(index["weight_map"].values()))[0]
     state = load_file(target / shard)
@@ -75,23 +81,35 @@ OTHER_FAMILIES = [
 
 @pytest.mark.parametrize("family", OTHER_FAMILIES)
 def test_every_family_loads_strictly_and_generates(family, checkpoint):
+    """Loads, and its answer's log-probabilities match the transformers oracle's
+    (fed the official inputs) as closely as in tests/test_plugin_parity.py."""
     from vllm import SamplingParams
 
-    from preprocessing import get_template, image_prefix
     from tests.conftest import shutdown_llm
-    from tests.test_plugin_parity import make_image
+    from tests.oracle import load_oracle, oracle_logprobs
+    from tests.test_plugin_parity import TOLERANCE, Case, Engine, build_request, make_image, official_inputs
 
     path = checkpoint(family)
-    template = get_template(json.loads((path / "config.json").read_text())["template"])
-    llm = make_llm(path, max_model_len=4096)
+    config = json.loads((path / "config.json").read_text())
+    original_context = config["llm_config"].get("original_max_position_embeddings")  # Phi-3 LongRoPE
+    llm = make_llm(path, max_model_len=min(4096, original_context or 4096))
+    engine = Engine(family, path, llm, get_template(config["template"]), config)
+    case = Case("one_image", "Describe.", [make_image(640, 480, 3)], [2], [])
     try:
-        request = {
-            "prompt": template.render([(image_prefix(1) + "Describe.", None)]),
-            "multi_modal_data": {"image": [make_image(640, 480, 3)]},
-            "mm_processor_kwargs": {"max_tiles": 2},
-        }
-        params = SamplingParams(temperature=0.0, max_tokens=2, ignore_eos=True)
-        output = llm.generate([request], params, use_tqdm=False)[0]
+        params = SamplingParams(temperature=0.0, max_tokens=2, ignore_eos=True, logprobs=5)
+        output = llm.generate([build_request(engine, case)], params, use_tqdm=False)[0]
+        tokenizer = llm.get_tokenizer()
     finally:
         shutdown_llm(llm)
-    assert len(output.outputs[0].token_ids) == 2
+    text, pixel_values = official_inputs(engine, case)
+    official_ids = tokenizer(text).input_ids
+    assert list(output.prompt_token_ids) == official_ids
+    completion = output.outputs[0]
+    oracle = load_oracle(path, tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"))
+    expected = oracle_logprobs(oracle, official_ids + list(completion.token_ids), pixel_values)
+    start = len(official_ids) - 1
+    for step, (token, logprobs) in enumerate(zip(completion.token_ids, completion.logprobs)):
+        row = expected[start + step]
+        assert row.argmax().item() == token, f"step {step}: oracle prefers {row.argmax().item()}, vLLM chose {token}"
+        worst = max(abs(entry.logprob - row[token_id].item()) for token_id, entry in logprobs.items())
+        assert worst <= TOLERANCE, f"step {step}: |logprob diff| {worst:.2e}"

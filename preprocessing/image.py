@@ -6,12 +6,17 @@ import io
 import warnings
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import MediaError
 from .sources import resolve_source
 
 DEFAULT_MAX_PIXELS = 40_000_000
+# The encoded formats accepted from clients: the web's image formats (Pillow's
+# JPEG opener also reads the MPO JPEGs many phone cameras write). Every other
+# Pillow plugin (TIFF, PSD, ICO, EPS, PCX, SGI, JPEG 2000, ...) is a decoder of
+# hostile input that nobody needs here.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 
 ImageSource = bytes | bytearray | memoryview | str | Path | Image.Image
 
@@ -43,9 +48,13 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise MediaError(f"image too large: {exc}", code="image_too_large") from None
+        except UnidentifiedImageError:
+            raise MediaError(
+                f"not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)})", code="invalid_image"
+            ) from None
         except Exception as exc:  # decoders of hostile data raise arbitrary types
             raise MediaError(f"cannot identify image data: {exc}", code="invalid_image") from None
         # Image.open only parsed the header, so the size is known but no pixel

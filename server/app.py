@@ -11,13 +11,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from .admission import Admission
+from .auth import ApiKeys
 from .engine import Engine, VLLMEngine
 from .errors import install_error_handlers
 from .limits import BodySizeLimit, ConcurrencyLimit
 from .media import MediaFetcher
 from .metrics import Metrics
 from .observe import RequestMetrics
-from .routes import chat, health, metrics, models
+from .routes import chat, health, metrics, models, tokenize
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -78,12 +80,21 @@ def create_app(settings: Settings, engine: Engine | None = None, *, fetcher: Med
     app.state.stop_serving = None
     app.state.metrics = Metrics()
     app.state.limiter = ConcurrencyLimit(settings.max_concurrent_requests)
+    app.state.api_keys = ApiKeys(settings.api_keys)
 
     install_error_handlers(app)
-    for module in (chat, models, health, metrics):
+    for module in (chat, tokenize, models, health, metrics):
         app.include_router(module.router)
-    # Added last = outermost: the request metrics also see 413s.
+    # Added last = outermost. Admission runs before the body is read (the size
+    # limit may read a chunked one); the request metrics also see 401/413/429s.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        Admission,
+        keys=app.state.api_keys,
+        limiter=app.state.limiter,
+        routes=lambda: app.router.routes,
+        metrics_require_key=settings.metrics_require_key,
+    )
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app
 

@@ -52,6 +52,14 @@ class Engine(Protocol):
 
     async def abort(self, request_id: str) -> None: ...
 
+    async def tokenize(self, prompt: dict[str, Any], *, add_special_tokens: bool | None = None) -> list[int]:
+        """The prompt's token ids exactly as `generate` would see them (image and video tokens expanded)."""
+        ...
+
+    async def detokenize(self, token_ids: list[int]) -> str: ...
+
+    def token_strings(self, token_ids: list[int]) -> list[str]: ...
+
     def is_alive(self) -> bool: ...
 
     async def shutdown(self) -> None: ...
@@ -93,7 +101,7 @@ def model_info(settings: Settings, source: str, config: dict[str, Any]) -> Model
         name=settings.model_name,
         source=source,
         template=get_template(template_name),
-        max_model_len=settings.max_model_len,
+        max_model_len=None,  # known once vLLM has read the config (and --max-model-len)
         use_thumbnail=bool(config.get("use_thumbnail", True)),
         min_tiles=int(config.get("min_dynamic_patch", 1)),
         created=int(time.time()),
@@ -101,37 +109,55 @@ def model_info(settings: Settings, source: str, config: dict[str, Any]) -> Model
 
 
 def engine_args(settings: Settings, source: str) -> Any:
+    """vLLM's `AsyncEngineArgs`: the engine flags as given, plus what the server's own settings decide."""
+    import argparse
+    import dataclasses
+
     from vllm.engine.arg_utils import AsyncEngineArgs
 
-    return AsyncEngineArgs(
-        model=source,
-        served_model_name=settings.model_name,
-        tensor_parallel_size=settings.tensor_parallel_size,
-        pipeline_parallel_size=settings.pipeline_parallel_size,
-        distributed_executor_backend=settings.distributed_executor_backend,
-        dtype=settings.dtype,
-        max_model_len=settings.max_model_len,
-        gpu_memory_utilization=settings.gpu_memory_utilization,
-        max_num_seqs=settings.max_num_seqs,
-        quantization=settings.quantization,
-        enforce_eager=settings.enforce_eager,
-        seed=settings.seed,
-        structured_outputs_config=_structured_outputs_config(settings),
-        limit_mm_per_prompt={"image": settings.max_images_per_request, "video": settings.max_videos_per_request},
-        mm_processor_kwargs={
+    fields = {field.name for field in dataclasses.fields(AsyncEngineArgs)}
+    given = dict(settings.engine_args)
+    namespace = argparse.Namespace(**{
+        **given,
+        "model": source,
+        "served_model_name": [settings.model_name],
+        "log_level": settings.log_level.upper(),
+        "limit_mm_per_prompt": _mm_limits(settings, given.get("limit_mm_per_prompt") or {}),
+        "mm_processor_kwargs": {
+            **(given.get("mm_processor_kwargs") or {}),
+            # The plugin profiles memory for, and accepts, at most these.
             "max_tiles_limit": settings.max_tiles_per_image,
             "max_video_frames": settings.max_frames_per_video,
         },
-    )
+        "structured_outputs_config": _structured_outputs_config(settings, given.get("structured_outputs_config")),
+    })
+    assert set(vars(namespace)) <= fields, set(vars(namespace)) - fields
+    return AsyncEngineArgs.from_cli_args(namespace)
 
 
-def _structured_outputs_config(settings: Settings) -> Any:
+def _mm_limits(settings: Settings, given: dict[str, Any]) -> dict[str, Any]:
+    """--limit-mm-per-prompt with the per-request limits (Settings has made the two agree).
+
+    A modality given in vLLM's detailed form ({"count", "width", ...}) keeps it: its
+    sizes steer vLLM's memory profiling.
+    """
+    limits = dict(given)
+    limits.setdefault("image", settings.max_images_per_request)
+    limits.setdefault("video", settings.max_videos_per_request)
+    return limits
+
+
+def _structured_outputs_config(settings: Settings, given: Any) -> Any:
+    import dataclasses
+
     from vllm.config import StructuredOutputsConfig
 
+    config = given if given is not None else StructuredOutputsConfig()
     if settings.structured_outputs_disable_any_whitespace:
         # vLLM accepts the option only with an explicitly named backend.
-        return StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
-    return StructuredOutputsConfig()
+        backend = "xgrammar" if config.backend == "auto" else config.backend
+        config = dataclasses.replace(config, backend=backend, disable_any_whitespace=True)
+    return config
 
 
 class VLLMEngine:
@@ -155,8 +181,7 @@ class VLLMEngine:
         queue = QueueDepth()
         args = engine_args(settings, source)
         llm = AsyncLLM.from_engine_args(args, stat_loggers=[_queue_depth_logger(queue)])
-        if info.max_model_len is None:
-            info = _with_max_len(info, llm.model_config.max_model_len)
+        info = _with_max_len(info, llm.model_config.max_model_len)
         logger.info("engine ready: %s (template %s)", source, info.template.name)
         return cls(llm, info, queue)
 
@@ -207,6 +232,43 @@ class VLLMEngine:
             if not finished:
                 # A disconnected client cancels us: free the request's KV cache now.
                 await asyncio.shield(self.abort(request_id))
+
+    async def tokenize(self, prompt: dict[str, Any], *, add_special_tokens: bool | None = None) -> list[int]:
+        import dataclasses
+
+        from vllm.exceptions import VLLMClientError
+        from vllm.renderers.inputs.preprocess import parse_model_prompt
+
+        if not self.is_alive():
+            raise EngineUnavailable("the inference engine has stopped")
+        # The renderer `generate` uses, with its parameters for raw prompts, so image and
+        # video placeholders expand exactly as there. No length limit: counting a prompt
+        # is how a client learns it is too long.
+        renderer = self._llm.renderer
+        params = dataclasses.replace(renderer.default_cmpl_tok_params, max_total_tokens=None)
+        if add_special_tokens is not None:
+            params = dataclasses.replace(params, add_special_tokens=add_special_tokens)
+        try:
+            parsed = parse_model_prompt(self._llm.model_config, prompt)
+            # skip_mm_cache: counting must not fill the cache generation relies on.
+            (engine_input,) = await renderer.render_cmpl_async([parsed], params, skip_mm_cache=True)
+        except (ValueError, TypeError, VLLMClientError) as error:
+            raise BadRequest(str(error), code="invalid_request", param=getattr(error, "parameter", None)) from None
+        return list(engine_input["prompt_token_ids"])
+
+    async def detokenize(self, token_ids: list[int]) -> str:
+        from vllm.exceptions import VLLMClientError
+
+        renderer = self._llm.renderer
+        try:
+            renderer.validate_token_ids(token_ids, parameter="tokens")
+        except VLLMClientError as error:
+            raise BadRequest(str(error), code="invalid_token_id", param="tokens") from None
+        tokenizer = renderer.get_tokenizer()
+        return await asyncio.to_thread(tokenizer.decode, token_ids)
+
+    def token_strings(self, token_ids: list[int]) -> list[str]:
+        return list(self._llm.get_tokenizer().convert_ids_to_tokens(token_ids))
 
     async def abort(self, request_id: str) -> None:
         try:

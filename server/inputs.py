@@ -7,7 +7,9 @@ bounded thread pool so the event loop keeps serving other requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import threading
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -18,9 +20,11 @@ from PIL import Image
 
 from model_plugin.processing import pretiled_image
 from preprocessing import MediaError, TILE_SIZE, decode_image_bytes, load_video, tile_image_uint8
+from preprocessing.video import DecodeLimits, resize_frame
 
+from .admission import ClientClosed, client_gone
 from .errors import BadRequest
-from .media import MediaFetcher
+from .media import MediaBudget, MediaFetcher
 from .prompt import ImageSpec, PromptPlan, VideoSpec
 from .settings import Settings
 
@@ -46,28 +50,10 @@ async def load_inputs(
     plan: PromptPlan, fetcher: MediaFetcher, executor: Executor, settings: Settings, rule: TileRule
 ) -> EngineInput:
     started = time.perf_counter()
-    loop = asyncio.get_running_loop()
-
-    async def run(function, *args):
-        return await loop.run_in_executor(executor, function, *args)
-
-    async def image(spec: ImageSpec) -> TiledImage:
-        data = await fetcher.fetch(spec.url, param=f"{spec.param}.image_url.url")
-        return await run(_tile_image, data, spec, settings, rule)
-
-    async def video(spec: VideoSpec) -> np.ndarray:
-        if spec.url is not None:
-            data = await fetcher.fetch(spec.url, param=f"{spec.param}.video_url.url")
-            return await run(_decode_video, data, spec, settings)
-        frames = await asyncio.gather(
-            *(fetcher.fetch(url, param=f"{spec.param}.frames.{i}") for i, url in enumerate(spec.frame_urls))
-        )
-        return await run(_decode_frames, frames, settings, spec.param)
-
-    images, videos = await asyncio.gather(
-        asyncio.gather(*(image(spec) for spec in plan.images)),
-        asyncio.gather(*(video(spec) for spec in plan.videos)),
-    )
+    if not plan.images and not plan.videos:
+        images, videos = [], []
+    else:
+        images, videos = await _load_media(plan, fetcher, executor, settings, rule)
     prompt: dict[str, Any] = {"prompt": plan.prompt}
     multi_modal_data: dict[str, list] = {}
     if images:
@@ -86,6 +72,90 @@ async def load_inputs(
         frames_per_video=[len(v) for v in videos],
         preprocess_seconds=time.perf_counter() - started,
     )
+
+
+async def _load_media(
+    plan: PromptPlan, fetcher: MediaFetcher, executor: Executor, settings: Settings, rule: TileRule
+) -> tuple[list[TiledImage], list[np.ndarray]]:
+    """Fetch and decode every item, within one deadline, stopping early when the client goes.
+
+    Decoding runs on worker threads that cannot be interrupted; `cancelled`
+    tells them to stop at their next frame once nobody needs the result (an
+    error elsewhere in the request, the deadline, or the client leaving).
+    """
+    loop = asyncio.get_running_loop()
+    budget = fetcher.budget()
+    cancelled = threading.Event()
+    limits = DecodeLimits(
+        max_total_frames=settings.max_video_total_frames,
+        max_duration_s=settings.max_video_duration,
+        timeout_s=settings.video_decode_timeout,
+        cancelled=cancelled,
+    )
+    timeout_s = settings.media_request_timeout
+
+    async def run(function, *args):
+        return await loop.run_in_executor(executor, function, *args)
+
+    async def fetch(url: str, param: str) -> bytes:
+        return await fetcher.fetch(url, param=param, budget=budget)
+
+    async def image(spec: ImageSpec) -> TiledImage:
+        data = await fetch(spec.url, f"{spec.param}.image_url.url")
+        return await run(_tile_image, data, spec, settings, rule)
+
+    async def frame(url: str, param: str) -> np.ndarray:
+        # Each frame is shrunk to its tile as soon as it is decoded, and its
+        # bytes dropped, so a request never holds many full-size frames.
+        return await run(_decode_frame, await fetch(url, param), settings, param)
+
+    async def video(spec: VideoSpec) -> np.ndarray:
+        if spec.url is not None:
+            data = await fetch(spec.url, f"{spec.param}.video_url.url")
+            return await run(_decode_video, data, spec, settings, limits)
+        frames = await _all(frame(url, f"{spec.param}.frames.{i}") for i, url in enumerate(spec.frame_urls))
+        return np.stack(frames)
+
+    async def everything():
+        images = _all(image(spec) for spec in plan.images)
+        videos = _all(video(spec) for spec in plan.videos)
+        return await _all([images, videos])
+
+    work = asyncio.ensure_future(everything())
+    waiters = {work}
+    gone = client_gone()
+    if gone is not None:
+        waiters.add(asyncio.ensure_future(gone.wait()))
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            return work.result()
+        if done:
+            raise ClientClosed()
+        raise BadRequest(
+            f"fetching and decoding this request's media took longer than {timeout_s:g} s",
+            code="media_timeout",
+        )
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        if not work.done() or work.cancelled() or work.exception() is not None:
+            cancelled.set()
+        with contextlib.suppress(BaseException):
+            await work
+
+
+async def _all(coroutines) -> list:
+    """Like gather, but the first failure cancels the rest and is raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(coroutine) for coroutine in coroutines]
+    except BaseExceptionGroup as failures:
+        first = failures.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return [task.result() for task in tasks]
 
 
 @dataclass(frozen=True)
@@ -125,7 +195,13 @@ def _decode_image(data: bytes, settings: Settings, param: str) -> Image.Image:
     return image
 
 
-def _decode_video(data: bytes, spec: VideoSpec, settings: Settings) -> np.ndarray:
+def _decode_video(data: bytes, spec: VideoSpec, settings: Settings, limits: DecodeLimits) -> np.ndarray:
+    """[T, 448, 448, 3] uint8: the sampled frames, each already at its tile size.
+
+    The plugin resizes every frame to one 448 tile (bicubic) and resizing a
+    frame already of that size is a copy, so the engine computes the same
+    pixels it would have from the full-size frame.
+    """
     try:
         frames = load_video(
             data,
@@ -133,22 +209,14 @@ def _decode_video(data: bytes, spec: VideoSpec, settings: Settings) -> np.ndarra
             bound=spec.bound,
             max_frames=settings.max_frames_per_video,
             max_pixels=settings.max_image_pixels,
+            limits=limits,
+            frame_size=TILE_SIZE,
         )
     except (MediaError, ValueError) as error:
         raise BadRequest(str(error), code=getattr(error, "code", "invalid_video"), param=spec.param) from None
-    return _stack(frames)
-
-
-def _decode_frames(frames: list[bytes], settings: Settings, param: str) -> np.ndarray:
-    return _stack([_decode_image(data, settings, param) for data in frames])
-
-
-def _stack(frames: list[Image.Image]) -> np.ndarray:
-    """[T, H, W, 3] uint8. Frames of mixed sizes are brought to one tile first.
-
-    The plugin resizes every frame to one tile (bicubic) anyway, so doing that
-    here for mixed sizes gives the same pixels it would have computed.
-    """
-    if len({frame.size for frame in frames}) > 1:
-        frames = [frame.resize((TILE_SIZE, TILE_SIZE), Image.Resampling.BICUBIC) for frame in frames]
     return np.stack([np.asarray(frame, dtype=np.uint8) for frame in frames])
+
+
+def _decode_frame(data: bytes, settings: Settings, param: str) -> np.ndarray:
+    """One frame of the frames form, at its tile size (see _decode_video)."""
+    return np.asarray(resize_frame(_decode_image(data, settings, param), TILE_SIZE), dtype=np.uint8)

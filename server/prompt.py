@@ -16,7 +16,7 @@ from preprocessing import IMAGE_PLACEHOLDER, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, I
 from .errors import BadRequest
 from .schemas import (
     AssistantMessage,
-    ChatCompletionRequest,
+    ChatPrompt,
     ImagePart,
     SystemMessage,
     TextPart,
@@ -60,7 +60,7 @@ class _Turn:
     answer: str | None = None
 
 
-def plan_prompt(request: ChatCompletionRequest, template: ChatTemplate, settings: Settings) -> PromptPlan:
+def plan_prompt(request: ChatPrompt, template: ChatTemplate, settings: Settings) -> PromptPlan:
     system, turns = _group_turns(request)
     plan = PromptPlan(prompt="")
     rendered_turns = []
@@ -83,7 +83,7 @@ def plan_prompt(request: ChatCompletionRequest, template: ChatTemplate, settings
     return plan
 
 
-def _group_turns(request: ChatCompletionRequest) -> tuple[str | None, list[_Turn]]:
+def _group_turns(request: ChatPrompt) -> tuple[str | None, list[_Turn]]:
     """(system message, user turns each with the assistant answer after it)."""
     system_texts: list[str] = []
     turns: list[_Turn] = []
@@ -138,7 +138,7 @@ def _check_text(text: str, param: str) -> None:
 
 
 def _render_user_turn(
-    turn: _Turn, is_current: bool, request: ChatCompletionRequest, settings: Settings, plan: PromptPlan
+    turn: _Turn, is_current: bool, request: ChatPrompt, settings: Settings, plan: PromptPlan
 ) -> str:
     texts: list[str] = []
     media: list[tuple[str, object]] = []
@@ -162,7 +162,7 @@ def _render_user_turn(
 
 
 def _tile_budget(
-    part: ImagePart, is_current: bool, request: ChatCompletionRequest, settings: Settings, param: str
+    part: ImagePart, is_current: bool, request: ChatPrompt, settings: Settings, param: str
 ) -> int:
     image = part.image_url
     if image.max_tiles is not None:
@@ -183,7 +183,7 @@ def _tile_budget(
     return budget
 
 
-def _video_spec(part: VideoPart | VideoFramesPart, request: ChatCompletionRequest, settings: Settings, param: str) -> VideoSpec:
+def _video_spec(part: VideoPart | VideoFramesPart, request: ChatPrompt, settings: Settings, param: str) -> VideoSpec:
     limit = settings.max_frames_per_video
     if isinstance(part, VideoFramesPart) or part.video_url.frames is not None:
         urls = part.video_frames.urls if isinstance(part, VideoFramesPart) else part.video_url.frames

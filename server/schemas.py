@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from preprocessing import MAX_FRAMES, MAX_TILES
 
@@ -144,9 +144,22 @@ class StructuredOutputs(_Model):
         return {name: value for name, value in given.items() if value is not None}
 
 
-class ChatCompletionRequest(_Model):
-    model: str
+class ChatPrompt(_Model):
+    """What decides a chat request's prompt: the messages and the media extensions.
+
+    Shared by /v1/chat/completions and /tokenize, so both plan the same prompt.
+    """
+
     messages: list[Message] = Field(min_length=1)
+
+    # Media extensions.
+    max_tiles: int | None = Field(None, ge=1, le=MAX_TILES)
+    history_max_tiles: int | None = Field(None, ge=1, le=MAX_TILES)
+    num_frames: int | None = Field(None, ge=1, le=MAX_FRAMES)
+
+
+class ChatCompletionRequest(ChatPrompt):
+    model: str
 
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -178,11 +191,6 @@ class ChatCompletionRequest(_Model):
     tool_choice: Any = None
     user: str | None = None
 
-    # Media extensions.
-    max_tiles: int | None = Field(None, ge=1, le=MAX_TILES)
-    history_max_tiles: int | None = Field(None, ge=1, le=MAX_TILES)
-    num_frames: int | None = Field(None, ge=1, le=MAX_FRAMES)
-
     @model_validator(mode="after")
     def _consistent(self) -> ChatCompletionRequest:
         if self.top_logprobs and not self.logprobs:
@@ -200,3 +208,69 @@ class ChatCompletionRequest(_Model):
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+# /tokenize and /detokenize: the shapes of vLLM's own endpoints.
+
+
+class TokenizeCompletionRequest(_Model):
+    """Tokenize plain text."""
+
+    model: str | None = None
+    prompt: str
+    add_special_tokens: bool = Field(True, description="Add the tokenizer's special tokens (e.g. BOS).")
+    return_token_strs: bool = Field(False, description="Also return each token as a string.")
+
+
+class TokenizeChatRequest(ChatPrompt):
+    """Tokenize a conversation exactly as /v1/chat/completions would prompt the model.
+
+    `count` includes every image tile's and video frame's tokens, so it equals the
+    `usage.prompt_tokens` of the same chat request.
+    """
+
+    model: str | None = None
+    add_generation_prompt: bool = Field(True, description="Only true: the prompt ends with the assistant's turn.")
+    continue_final_message: bool = Field(False, description="Only false (not supported).")
+    add_special_tokens: bool | None = Field(
+        None, description="Default: as /v1/chat/completions does (the tokenizer's special tokens, as the official chat)."
+    )
+    return_token_strs: bool = Field(False, description="Also return each token as a string.")
+    chat_template: str | None = Field(None, description="Not supported: the model's own template is used.")
+
+    @model_validator(mode="after")
+    def _supported(self) -> TokenizeChatRequest:
+        if not self.add_generation_prompt or self.continue_final_message:
+            raise ValueError(
+                "the prompt always ends with the assistant's turn, as for /v1/chat/completions: "
+                "`add_generation_prompt` must be true and `continue_final_message` false"
+            )
+        if self.chat_template is not None:
+            raise ValueError("`chat_template` is not supported: the model's own InternVL template is used")
+        return self
+
+
+def _tokenize_kind(body: Any) -> str:
+    return "chat" if isinstance(body, dict) and "messages" in body else "completion"
+
+
+TokenizeRequest = Annotated[
+    Annotated[TokenizeCompletionRequest, Tag("completion")] | Annotated[TokenizeChatRequest, Tag("chat")],
+    Discriminator(_tokenize_kind),
+]
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeRequest(_Model):
+    model: str | None = None
+    tokens: list[Annotated[int, Field(ge=0, le=2**63 - 1)]]
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str

@@ -3,17 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from preprocessing import DEFAULT_NUM_FRAMES, MAX_FRAMES, MAX_TILES
+from preprocessing.video import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_DURATION_S, DEFAULT_MAX_TOTAL_FRAMES
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "internvl-serve"
 # The embedded demo model: a tiny random-weight InternVL2-1B made on first start.
 DEMO_FAMILY = "InternVL2-1B"
 DEMO_SCALE = "tiny"
+
+# vLLM engine arguments the server derives from settings of its own.
+_OWN_ENGINE_ARGS = {
+    "model": "--model",
+    "served_model_name": "--served-model-name",
+    "log_level": "--log-level",
+}
+# The plugin's processor options, set from the server's limits.
+_OWN_PROCESSOR_KWARGS = {
+    "max_tiles_limit": "--max-tiles-per-image",
+    "max_video_frames": "--max-frames-per-video",
+}
+_MM_LIMIT_FIELDS = {"image": "max_images_per_request", "video": "max_videos_per_request"}
+
+
+def mm_limit_count(limit: Any) -> int:
+    """The item count of one --limit-mm-per-prompt entry: an int, or vLLM's {"count": n, ...} form."""
+    if isinstance(limit, dict):
+        return int(limit.get("count", 999))
+    return int(getattr(limit, "count", limit))
+
 
 # Comma-separated in the environment (INTERNVL_API_KEYS=a,b) rather than JSON.
 CommaList = Annotated[list[str], NoDecode]
@@ -30,17 +52,12 @@ class Settings(BaseSettings):
     checkpoint_cache_dir: Path = DEFAULT_CACHE_DIR
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    # vLLM engine arguments, under vLLM's own names.
-    tensor_parallel_size: int = Field(1, ge=1)
-    pipeline_parallel_size: int = Field(1, ge=1)
-    distributed_executor_backend: str | None = None
-    dtype: str = "auto"
-    max_model_len: int | None = Field(None, ge=1)
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    max_num_seqs: int | None = Field(None, ge=1)
-    quantization: str | None = None
-    enforce_eager: bool = False
-    seed: int | None = 0
+    # vLLM's engine arguments (AsyncEngineArgs fields) that differ from their defaults, as the
+    # CLI parsed them from vLLM's own flags or INTERNVL_<FLAG> variables (server/cli.py).
+    # server/engine.py adds the model, the media limits and the options below.
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="vLLM AsyncEngineArgs fields, e.g. {'tensor_parallel_size': 2}."
+    )
     structured_outputs_disable_any_whitespace: bool = Field(
         False, description="JSON outputs without free whitespace (vLLM applies this engine-wide)."
     )
@@ -62,6 +79,11 @@ class Settings(BaseSettings):
     )
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_media_bytes: int = Field(32 * 1024 * 1024, ge=1, description="Per fetched image or video.")
+    max_media_bytes_per_request: int = Field(128 * 1024 * 1024, ge=1, description="All media of one request together.")
+    max_video_total_frames: int = Field(
+        DEFAULT_MAX_TOTAL_FRAMES, ge=1, description="Frames a video may hold (sampling decodes up to all of them)."
+    )
+    max_video_duration: float = Field(DEFAULT_MAX_DURATION_S, gt=0, description="Longest video, in seconds.")
     max_concurrent_requests: int = Field(64, ge=1)
     max_n: int = Field(8, ge=1)
 
@@ -69,6 +91,11 @@ class Settings(BaseSettings):
     media_connect_timeout: float = Field(5.0, gt=0)
     media_read_timeout: float = Field(30.0, gt=0)
     media_max_redirects: int = Field(3, ge=0)
+    media_fetch_timeout: float = Field(30.0, gt=0, description="Seconds for one fetch, redirects included, to the last byte.")
+    media_request_timeout: float = Field(60.0, gt=0, description="Seconds to fetch and decode all media of one request.")
+    media_fetches_per_request: int = Field(4, ge=1, description="Fetches one request runs at once.")
+    media_fetches_per_host: int = Field(8, ge=1, description="Fetches from one host at once, all requests together.")
+    video_decode_timeout: float = Field(DEFAULT_DECODE_TIMEOUT_S, gt=0, description="Seconds to decode one video.")
     media_allowed_domains: CommaList = Field(default_factory=list, description="If set, only these hosts (and subdomains).")
     media_allowed_networks: CommaList = Field(
         default_factory=list, description="CIDRs exempt from the private-address (SSRF) ban, e.g. 127.0.0.0/8."
@@ -95,13 +122,58 @@ class Settings(BaseSettings):
             ipaddress.ip_network(network, strict=False)  # raises ValueError -> validation error
         return value
 
+    @field_validator("engine_args")
+    @classmethod
+    def _known_engine_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            return value
+        import dataclasses
+
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        unknown = set(value) - {field.name for field in dataclasses.fields(AsyncEngineArgs)}
+        if unknown:
+            raise ValueError(f"not vLLM engine arguments: {sorted(unknown)}")
+        owned = set(value) & _OWN_ENGINE_ARGS.keys()
+        if owned:
+            raise ValueError("; ".join(f"{name}: use {_OWN_ENGINE_ARGS[name]}" for name in sorted(owned)))
+        processor_kwargs = value.get("mm_processor_kwargs") or {}
+        clashes = sorted(set(processor_kwargs) & _OWN_PROCESSOR_KWARGS.keys())
+        if clashes:
+            raise ValueError(
+                "--mm-processor-kwargs: "
+                + "; ".join(f"{name} is set by {_OWN_PROCESSOR_KWARGS[name]}" for name in clashes)
+            )
+        return value
+
     @model_validator(mode="after")
     def _consistent_limits(self) -> Settings:
         if self.default_max_tiles > self.max_tiles_per_image:
             raise ValueError("default_max_tiles must not exceed max_tiles_per_image")
         if self.default_num_frames > self.max_frames_per_video:
             raise ValueError("default_num_frames must not exceed max_frames_per_video")
+        self._adopt_mm_limits()
         return self
+
+    def _adopt_mm_limits(self) -> None:
+        """vLLM's --limit-mm-per-prompt and our per-request limits are one limit.
+
+        Given alone, --limit-mm-per-prompt sets the per-request limits (so requests
+        over it get our 400); given with --max-images/videos-per-request, the two
+        must agree.
+        """
+        limits = self.engine_args.get("limit_mm_per_prompt") or {}
+        for modality, name in _MM_LIMIT_FIELDS.items():
+            if modality not in limits:
+                continue
+            count = mm_limit_count(limits[modality])
+            if name in self.model_fields_set and getattr(self, name) != count:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(
+                    f"--limit-mm-per-prompt allows {count} {modality}(s) but {flag} is {getattr(self, name)}; "
+                    f"give one of them, or equal values"
+                )
+            setattr(self, name, count)
 
     @property
     def uses_demo_model(self) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,10 +15,11 @@ from openai.types.chat import ChatCompletion
 
 from .. import responses
 from ..auth import require_api_key
+from ..chat_encoding import DONE_EVENT, ChatEncoder
 from ..engine import Engine
-from ..errors import APIError, EngineUnavailable, ModelNotFound, error_body
-from ..inputs import EngineInput, TileRule, load_inputs
-from ..prompt import plan_prompt
+from ..errors import APIError
+from ..inputs import EngineInput
+from ..pipeline import load_chat_inputs, plan_chat, serving_engine
 from ..sampling import sampling_kwargs
 from ..schemas import ChatCompletionRequest
 
@@ -48,34 +48,21 @@ _CLIENT_CLOSED = 499
 )
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     state = request.app.state
-    engine: Engine | None = state.engine
-    if engine is None or not engine.is_alive():
-        raise EngineUnavailable()
+    engine = serving_engine(state, body.model)
     info = engine.info
-    if body.model not in (info.name, info.source):
-        raise ModelNotFound(body.model)
-    settings = state.settings
     started = time.perf_counter()
-    plan = plan_prompt(body, info.template, settings)
-    sampling = sampling_kwargs(body, info.template, max_n=settings.max_n)
+    plan = plan_chat(state, engine, body)
+    sampling = sampling_kwargs(body, info.template, max_n=state.settings.max_n)
 
-    state.limiter.acquire()
-    handed_over = False
-    try:
-        engine_input = await load_inputs(
-            plan, state.fetcher, state.executor, settings, TileRule(info.min_tiles, info.use_thumbnail)
-        )
-        _record_media(state.metrics, engine_input)
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        call = _Call(engine, body, engine_input, sampling, request_id, info.name, started, state.metrics)
-        if body.stream:
-            response = await call.stream(release=state.limiter.release)
-            handed_over = True
-            return response
-        return await call.complete(request)
-    finally:
-        if not handed_over:
-            state.limiter.release()
+    # The concurrency slot was taken before the body was read (server/admission.py).
+    engine_input = await load_chat_inputs(state, engine, plan)
+    _record_media(state.metrics, engine_input)
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    encoder = ChatEncoder(body, request_id, info.name, engine_input.image_sizes)
+    call = _Call(engine, engine_input, sampling, encoder, started, state.metrics)
+    if body.stream:
+        return await call.stream()
+    return await call.complete(request)
 
 
 def _record_media(metrics: Any, engine_input: EngineInput) -> None:
@@ -86,32 +73,29 @@ def _record_media(metrics: Any, engine_input: EngineInput) -> None:
 
 
 class _Call:
-    """One generation: the engine stream and how to answer with it."""
+    """One generation: drives the engine stream, watches the client, records metrics.
+
+    What the client receives is the encoder's business (server/chat_encoding.py).
+    """
 
     def __init__(
         self,
         engine: Engine,
-        body: ChatCompletionRequest,
         engine_input: EngineInput,
         sampling: dict[str, Any],
-        request_id: str,
-        model: str,
+        encoder: ChatEncoder,
         started: float,
         metrics: Any,
     ) -> None:
         self.engine = engine
-        self.body = body
         self.input = engine_input
         self.sampling = sampling
-        self.request_id = request_id
-        self.model = model
+        self.encoder = encoder
         self.started = started
         self.metrics = metrics
-        self.created = int(time.time())
-        self.top_logprobs = (body.top_logprobs or 0) if body.logprobs else None
 
     def _outputs(self, *, stream: bool) -> AsyncIterator[Any]:
-        return self.engine.generate(self.input.prompt, self.sampling, self.request_id, stream=stream)
+        return self.engine.generate(self.input.prompt, self.sampling, self.encoder.request_id, stream=stream)
 
     def _count_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
         self.metrics.prompt_tokens.inc(prompt_tokens)
@@ -136,15 +120,7 @@ class _Call:
         prompt_tokens, completions, first_token_latency = task.result()
         if first_token_latency:
             self.metrics.time_to_first_token.observe(submitted - self.started + first_token_latency)
-        completion = responses.chat_completion(
-            request_id=self.request_id,
-            model=self.model,
-            created=self.created,
-            completions=completions,
-            prompt_tokens=prompt_tokens,
-            image_sizes=self.input.image_sizes,
-            top_logprobs=self.top_logprobs,
-        )
+        completion = self.encoder.completion(prompt_tokens, completions)
         self._count_tokens(prompt_tokens, completion.usage.completion_tokens)
         return JSONResponse(responses.to_json(completion))
 
@@ -162,7 +138,7 @@ class _Call:
                 first_token_latency = stats.first_token_latency
         return prompt_tokens, list(completions.values()), first_token_latency
 
-    async def stream(self, release) -> StreamingResponse:
+    async def stream(self) -> StreamingResponse:
         outputs = self._outputs(stream=True)
         try:
             # Errors the engine raises on admission (prompt too long, bad media)
@@ -177,9 +153,8 @@ class _Call:
         async def close() -> None:
             try:
                 await events.aclose()
-                await outputs.aclose()  # aborts in the engine if it had not finished
             finally:
-                release()
+                await outputs.aclose()  # aborts in the engine if it had not finished
 
         return _ClosingStreamingResponse(
             events,
@@ -189,63 +164,29 @@ class _Call:
         )
 
     async def _events(self, first: Any, outputs: AsyncIterator[Any]) -> AsyncIterator[str]:
-        texts: dict[int, str] = {}
+        encoder = self.encoder
         token_counts: dict[int, int] = {}
         prompt_tokens = 0
         try:
-            roles = [responses.chunk_choice(i, role="assistant", content="") for i in range(self.body.n)]
-            yield self._sse(responses.chunk(request_id=self.request_id, model=self.model, created=self.created, choices=roles))
+            yield encoder.opening_event()
             output = first
             while output is not None:
                 if output.prompt_token_ids is not None:
                     prompt_tokens = len(output.prompt_token_ids)
-                choices = []
                 for completion in output.outputs:
-                    index = completion.index
-                    texts[index] = texts.get(index, "") + completion.text
-                    token_counts[index] = token_counts.get(index, 0) + len(completion.token_ids)
-                    if not completion.text and not completion.token_ids and completion.finish_reason is None:
-                        continue
-                    logprobs = None
-                    if self.top_logprobs is not None:
-                        logprobs = responses.token_logprobs(completion.token_ids, completion.logprobs, self.top_logprobs)
-                    boxes = None
-                    if completion.finish_reason is not None:
-                        boxes = responses.grounding(texts[index], self.input.image_sizes)
-                    choices.append(
-                        responses.chunk_choice(
-                            index,
-                            content=completion.text,
-                            finish=completion.finish_reason,
-                            logprobs=logprobs,
-                            boxes=boxes,
-                        )
-                    )
-                if choices:
-                    yield self._sse(
-                        responses.chunk(request_id=self.request_id, model=self.model, created=self.created, choices=choices)
-                    )
+                    token_counts[completion.index] = token_counts.get(completion.index, 0) + len(completion.token_ids)
+                event = encoder.delta_event(output)
+                if event is not None:
+                    yield event
                 output = await anext(outputs, None)
             completion_tokens = sum(token_counts.values())
             self._count_tokens(prompt_tokens, completion_tokens)
-            if self.body.stream_options and self.body.stream_options.include_usage:
-                yield self._sse(
-                    responses.chunk(
-                        request_id=self.request_id,
-                        model=self.model,
-                        created=self.created,
-                        choices=[],
-                        usage_=responses.usage(prompt_tokens, completion_tokens),
-                    )
-                )
+            usage = encoder.usage_event(prompt_tokens, completion_tokens)
+            if usage is not None:
+                yield usage
         except APIError as error:
-            # Headers are gone; the error travels as an SSE event, as OpenAI does.
-            yield "data: " + json.dumps(error_body(error.message, error.type, param=error.param, code=error.code)) + "\n\n"
-        yield "data: [DONE]\n\n"
-
-    @staticmethod
-    def _sse(chunk: Any) -> str:
-        return f"data: {chunk.model_dump_json()}\n\n"
+            yield encoder.error_event(error)
+        yield DONE_EVENT
 
 
 class _ClosingStreamingResponse(StreamingResponse):

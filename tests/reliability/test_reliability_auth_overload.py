@@ -33,11 +33,12 @@ def _client(**settings) -> TestClient:
 def _requests(app):
     """(method, concrete path, json body) for every route of the app."""
     body = {"model": FAKE_MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    bodies = {"/detokenize": {"model": FAKE_MODEL, "tokens": [104, 105]}}
     for route in app.routes:
         path = route.path.replace("{model_id:path}", FAKE_MODEL)
         methods = route.methods if isinstance(route, APIRoute) else getattr(route, "methods", {"GET"})
         for method in sorted(methods - {"HEAD"}):
-            yield method, path, body if method == "POST" else None
+            yield method, path, bodies.get(path, body) if method == "POST" else None
 
 
 BAD_HEADERS = [
@@ -85,9 +86,10 @@ def test_unknown_routes_are_404_json_with_or_without_a_key():
 def test_keyless_requests_never_reach_the_engine():
     with _client() as client:
         engine = client.app.state.engine
-        # FastAPI parses the JSON body before dependencies run, so this is a 400 either way.
+        # Admission checks the key before the body is read: even malformed JSON gets
+        # the 401, so a keyless client learns nothing about what the server parses.
         response = client.post(CHAT, content=b"{not json", headers={"content-type": "application/json"})
-        assert response.status_code in (400, 401)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
         response = client.post(CHAT, json={"model": "nope", "messages": [{"role": "user", "content": "x"}]})
         assert response.status_code == 401  # not 404: the model list is not revealed
         response = client.post(CHAT, json={"model": FAKE_MODEL, "messages": [{"role": "user", "content": "x"}]})

@@ -1,0 +1,36 @@
+"""From a chat request to the engine's input: the steps /v1/chat/completions and /tokenize share.
+
+Both must turn the same messages into the same prompt and media (and so the same
+token count), so neither keeps a copy of these steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .engine import Engine
+from .errors import EngineUnavailable, ModelNotFound
+from .inputs import EngineInput, TileRule, load_inputs
+from .prompt import PromptPlan, plan_prompt
+from .schemas import ChatPrompt
+
+
+def serving_engine(state: Any, model: str | None) -> Engine:
+    """The live engine, if it serves `model` (None: whatever it serves, as vLLM's /tokenize allows)."""
+    engine: Engine | None = state.engine
+    if engine is None or not engine.is_alive():
+        raise EngineUnavailable()
+    if model is not None and model not in (engine.info.name, engine.info.source):
+        raise ModelNotFound(model)
+    return engine
+
+
+def plan_chat(state: Any, engine: Engine, body: ChatPrompt) -> PromptPlan:
+    """The prompt text and the media it refers to; validates limits, fetches nothing."""
+    return plan_prompt(body, engine.info.template, state.settings)
+
+
+async def load_chat_inputs(state: Any, engine: Engine, plan: PromptPlan) -> EngineInput:
+    """Fetch, decode and tile the plan's media (off the event loop) into the engine's input."""
+    info = engine.info
+    return await load_inputs(plan, state.fetcher, state.executor, state.settings, TileRule(info.min_tiles, info.use_thumbnail))

@@ -76,8 +76,9 @@ def live_server(checkpoint, tmp_path_factory):
     yield LiveServer(base_url, "internvl-tiny", path, media_dir)
     process.send_signal(signal.SIGTERM)
     try:
-        # uvicorn re-raises SIGTERM once it has shut down cleanly.
-        assert process.wait(timeout=90) in (0, -signal.SIGTERM)
+        # A drained SIGTERM is a clean exit: status 0 (server/cli.py keeps uvicorn from
+        # re-raising the signal), so orchestrators do not count it as a crash.
+        assert process.wait(timeout=90) == 0
         assert "Application shutdown complete" in log_path.read_text()
     finally:
         if process.poll() is None:

@@ -1,8 +1,11 @@
 """The plugin against an independent implementation (transformers' InternVL).
 
-For every LLM backbone and both ViT kinds: the same input ids and pixel values,
-and the log-probabilities vLLM reports at the last prompt position and along a
-16-token greedy continuation agree with the oracle (teacher-forced) to 1e-3.
+For every LLM backbone and both ViT kinds: the oracle is fed from the independent
+transcription of the official code (prompt template, <image> expansion, tiling and
+normalisation in tests/preprocessing/internvl_official_reference.py), never from the
+package under test. vLLM's prompt ids must equal the official ones, and the
+log-probabilities vLLM reports at the last prompt position and along a 16-token
+greedy continuation agree with the oracle (teacher-forced) to 1e-3.
 """
 
 import json
@@ -13,15 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from preprocessing import (
-    expand_image_placeholders,
-    get_template,
-    image_prefix,
-    tile_image,
-    tile_frames,
-)
+from preprocessing import get_template, image_prefix
 from tests.conftest import make_llm, shutdown_llm
+from tests.image_request import make_image
 from tests.oracle import load_oracle, oracle_logprobs
+from tests.preprocessing import internvl_official_reference as official
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +28,6 @@ pytestmark = pytest.mark.slow
 FAMILIES = ["InternVL2-1B", "InternVL2-2B", "InternVL2-4B", "InternVL2-40B"]
 TOLERANCE = 1e-3
 MAX_TOKENS = 16
-
-
-def make_image(width: int, height: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, size=(height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
-    return Image.fromarray(base).resize((width, height), Image.Resampling.BILINEAR)
 
 
 @dataclass
@@ -66,19 +59,20 @@ class Engine:
     checkpoint: object
     llm: object
     template: object
+    config: dict
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def engine(request, checkpoint):
     path = checkpoint(request.param)
-    template = get_template(json.loads((path / "config.json").read_text())["template"])
-    config = json.loads((path / "config.json").read_text())["llm_config"]
+    config = json.loads((path / "config.json").read_text())
+    template = get_template(config["template"])
     # vLLM switches Phi-3's LongRoPE to the long factors for every position once
     # max_model_len exceeds the original context; transformers does so only for
     # sequences that long. Stay within it so both use the short factors.
-    original_context = config.get("original_max_position_embeddings")
+    original_context = config["llm_config"].get("original_max_position_embeddings")
     llm = make_llm(path, **({"max_model_len": original_context} if original_context else {}))
-    yield Engine(request.param, path, llm, template)
+    yield Engine(request.param, path, llm, template, config)
     shutdown_llm(llm)
 
 
@@ -100,16 +94,22 @@ def build_request(engine: Engine, case: Case) -> dict:
 
 
 def official_inputs(engine: Engine, case: Case) -> tuple[str, torch.Tensor | None]:
-    """The prompt text and pixel values exactly as the official chat() builds them."""
+    """The query text and pixel values as the official chat() builds them, from the
+    independent transcription only (nothing from preprocessing/ or server/)."""
+    template_name = engine.config["template"]
+    per_tile = official.num_image_token(engine.config)
     if case.frames:
-        prefix = "".join(f"Frame{i + 1}: <image>\n" for i in range(len(case.frames)))
-        text = engine.template.render([(prefix + case.question, None)])
-        return expand_image_placeholders(text, [1] * len(case.frames)), tile_frames(case.frames)
-    if case.images:
-        text = engine.template.render([(image_prefix(len(case.images)) + case.question, None)])
-        tiles = [tile_image(image, max_tiles=n) for image, n in zip(case.images, case.max_tiles)]
-        return expand_image_placeholders(text, [len(t) for t in tiles]), torch.cat(tiles)
-    return engine.template.render([(case.question, None)]), None
+        pixels, patches = official.official_video_pixel_values(case.frames)
+        question = official.video_question(case.question, len(case.frames))
+    elif case.images:
+        per_image = [
+            official.official_pixel_values(image, 1, budget, True) for image, budget in zip(case.images, case.max_tiles)
+        ]
+        pixels, patches = np.concatenate(per_image), [len(tiles) for tiles in per_image]
+        question = official.multi_image_question(case.question, len(case.images))
+    else:
+        return official.chat_query(template_name, case.question, [], per_tile), None
+    return official.chat_query(template_name, question, patches, per_tile), torch.from_numpy(pixels)
 
 
 @pytest.fixture(scope="module")
@@ -155,21 +155,33 @@ def test_matches_transformers_oracle(engine, oracle, case, record_property):
     assert worst <= TOLERANCE
 
 
-def test_the_image_matters(engine):
-    case = CASES[0]
-    first = generate(engine, case, logprobs=1)
-    again = generate(engine, case, logprobs=1)
-    other = Case(case.name, case.question, [make_image(800, 600, 99)], case.max_tiles, [])
-    changed = generate(engine, other, logprobs=1)
+def first_step(output) -> dict[int, float]:
+    """The top log-probabilities vLLM reports for the first generated token."""
+    return {token: logprob.logprob for token, logprob in output.outputs[0].logprobs[0].items()}
 
+
+def test_the_same_request_gives_the_same_output(engine):
+    case = CASES[0]
+    first = generate(engine, case, logprobs=5)
+    again = generate(engine, case, logprobs=5)
     assert first.outputs[0].token_ids == again.outputs[0].token_ids
-    first_lp = [next(iter(lp.values())).logprob for lp in first.outputs[0].logprobs]
-    again_lp = [next(iter(lp.values())).logprob for lp in again.outputs[0].logprobs]
-    assert np.allclose(first_lp, again_lp, atol=1e-5)
-    changed_lp = [next(iter(lp.values())).logprob for lp in changed.outputs[0].logprobs]
-    assert first.outputs[0].token_ids != changed.outputs[0].token_ids or not np.allclose(
-        first_lp, changed_lp, atol=1e-4
-    )
+    for a, b in zip(first.outputs[0].logprobs, again.outputs[0].logprobs):
+        assert a.keys() == b.keys()
+        assert all(abs(a[token].logprob - b[token].logprob) <= 1e-5 for token in a)
+
+
+def test_the_image_matters(engine):
+    # Same prompt ids, only the pixels differ: the next-token distribution after
+    # the prompt must move by far more than run-to-run noise (<= 1e-5 above).
+    case = CASES[0]
+    first = generate(engine, case, logprobs=5)
+    other = Case(case.name, case.question, [make_image(800, 600, 99)], case.max_tiles, [])
+    changed = generate(engine, other, logprobs=5)
+    assert first.prompt_token_ids == changed.prompt_token_ids
+    a, b = first_step(first), first_step(changed)
+    moved = max(abs(a[token] - b[token]) if token in b else float("inf") for token in a)
+    print(f"{engine.family}: first-step top-5 logprobs moved by up to {moved:.2e} with another image")
+    assert moved > 1e-3
 
 
 def test_pretiled_image_matches_pil_image(engine):

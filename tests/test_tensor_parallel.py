@@ -1,10 +1,10 @@
 """Tensor parallel 2 on the CPU gives the same greedy output as TP 1.
 
+The engine must really run two workers, each holding its shard: every worker
+reports its rank, process and parameter shapes, which are compared with TP 1's.
 The 6B-style tower has a head count that 2 does not divide: it only shards
 because the attention is padded with dummy heads.
 """
-
-import os
 
 import pytest
 from vllm import SamplingParams
@@ -35,28 +35,93 @@ def greedy(llm, template_name: str):
     return llm.generate(requests, params, use_tqdm=False)
 
 
+def worker_report(llm) -> list[dict]:
+    """Per worker process: TP rank and world size, pid, and every parameter's shape."""
+
+    def report(worker):  # runs inside each worker (pickled by value: a local function)
+        import os
+
+        from vllm.distributed import get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
+
+        return {
+            "rank": get_tensor_model_parallel_rank(),
+            "world_size": get_tensor_model_parallel_world_size(),
+            "pid": os.getpid(),
+            "shapes": {name: list(p.shape) for name, p in worker.get_model().named_parameters()},
+        }
+
+    return llm.collective_rpc(report)
+
+
+def assert_sharded(tp1: dict[str, list[int]], rank_shapes: dict[str, list[int]]) -> None:
+    """One rank's parameters against TP 1's. Sizes, not shapes: the CPU backend may
+    repack a linear layer's weight into its own layout after loading."""
+    assert rank_shapes.keys() == tp1.keys()
+    full = {name: _numel(shape) for name, shape in tp1.items()}
+    held = {name: _numel(shape) for name, shape in rank_shapes.items()}
+    assert all(held[name] <= full[name] for name in full), [n for n in full if held[n] > full[n]]
+    # The LLM's column- and row-parallel layers hold exactly half on each rank.
+    llm_parallel = [
+        name for name in full
+        if name.startswith("language_model.")
+        and name.endswith(("qkv_proj.weight", "gate_up_proj.weight", "o_proj.weight", "down_proj.weight"))
+    ]
+    assert llm_parallel
+    for name in llm_parallel:
+        assert 2 * held[name] == full[name], (name, rank_shapes[name], tp1[name])
+    # So is the vision tower (padded heads: a rank may hold half plus a dummy head).
+    # Its tiny weights may be repacked into padded blocks on the CPU, so the evidence
+    # is every layer's per-head / column-parallel parameters split: the qkv weight or
+    # bias or the per-head qk-norm (6B style), and fc1's weight or bias.
+    vision_sharded = {name for name in full if name.startswith("vision_model.") and held[name] < full[name]}
+    vision_layers = {name.split(".attn.")[0] for name in full if name.endswith(".attn.qkv.weight")}
+    assert vision_layers
+    for layer in vision_layers:
+        attention = {f"{layer}.attn.{p}" for p in ("qkv.weight", "qkv.bias", "q_norm.weight", "k_norm.weight")}
+        mlp = {f"{layer}.mlp.fc1.weight", f"{layer}.mlp.fc1.bias"}
+        assert attention & vision_sharded and mlp & vision_sharded, (layer, sorted(vision_sharded))
+    assert sum(held.values()) < 0.75 * sum(full.values()), (sum(held.values()), sum(full.values()))
+
+
+def _numel(shape: list[int]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
+
+
 @pytest.mark.parametrize("family", FAMILIES, ids=list(FAMILIES))
 def test_tp2_matches_tp1(family, checkpoint, monkeypatch):
     import json
 
     path = checkpoint(family)
     template = json.loads((path / "config.json").read_text())["template"]
+    # Lets collective_rpc carry the report function to the workers (tests only).
+    monkeypatch.setenv("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 
     llm = make_llm(path)
     try:
         tp1 = greedy(llm, template)
+        [single] = worker_report(llm)
     finally:
         shutdown_llm(llm)
+    assert (single["rank"], single["world_size"]) == (0, 1)
 
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|1")
     llm = make_llm(path, tensor_parallel_size=2, distributed_executor_backend="mp")
     try:
         tp2 = greedy(llm, template)
+        workers = worker_report(llm)
     finally:
         shutdown_llm(llm)
-    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
 
-    for one, two in zip(tp1, tp2):
+    assert sorted((w["rank"], w["world_size"]) for w in workers) == [(0, 2), (1, 2)]
+    assert len({w["pid"] for w in workers}) == 2  # two worker processes
+    for worker in workers:
+        assert_sharded(single["shapes"], worker["shapes"])
+    assert workers[0]["shapes"] == workers[1]["shapes"]
+
+    for one, two in zip(tp1, tp2, strict=True):
         assert one.prompt_token_ids == two.prompt_token_ids
         assert one.outputs[0].token_ids == two.outputs[0].token_ids
         for a, b in zip(one.outputs[0].logprobs, two.outputs[0].logprobs):

@@ -4,8 +4,9 @@ encoder-cache size, and per-image budgets are honoured."""
 import pytest
 from vllm import SamplingParams
 
-from preprocessing import get_template, image_prefix, num_tiles
+from preprocessing import get_template, image_prefix
 from tests.conftest import make_llm, shutdown_llm
+from tests.preprocessing.internvl_official_reference import dynamic_preprocess
 from tests.test_plugin_parity import make_image
 
 pytestmark = pytest.mark.slow
@@ -30,14 +31,18 @@ def context_tokens(llm, output) -> int:
     return output.prompt_token_ids.count(context_id)
 
 
-def run(llm, images, max_tiles):
+def run(llm, images, max_tiles, *, pretiled=False):
     prompt = get_template("Hermes-2").render([(image_prefix(len(images)) + "Describe.", None)])
-    request = {
-        "prompt": prompt,
-        "multi_modal_data": {"image": images},
-        "mm_processor_kwargs": {"max_tiles": max_tiles},
-    }
-    params = SamplingParams(temperature=0.0, max_tokens=2, ignore_eos=True)
+    request = {"prompt": prompt, "multi_modal_data": {"image": images}, "mm_processor_kwargs": {"max_tiles": max_tiles}}
+    if pretiled:
+        # The server's path: tiles made outside vLLM, handed over as uint8 tiles.
+        from model_plugin.processing import pretiled_image
+        from preprocessing import tile_image_uint8
+
+        request["multi_modal_data"] = {"image": [pretiled_image(tile_image_uint8(image, max_tiles=max_tiles)) for image in images]}
+        request["multi_modal_uuids"] = {"image": [f"pretiled-{i}" for i in range(len(images))]}
+        del request["mm_processor_kwargs"]
+    params = SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True, logprobs=1)
     return llm.generate([request], params, use_tqdm=False)[0]
 
 
@@ -45,13 +50,24 @@ def test_the_largest_budget_is_served(llm40):
     image = make_image(8 * 448, 5 * 448, 4)  # an 8x5 grid: 40 tiles + thumbnail
     output = run(llm40, [image], 40)
     assert context_tokens(llm40, output) == 41 * TOKENS_PER_TILE
-    assert len(output.outputs[0].token_ids) == 2
+    # The answer itself: the same 41 tiles made on the server's path give the same
+    # tokens and log-probabilities.
+    reference = run(llm40, [image], 40, pretiled=True)
+    assert reference.prompt_token_ids == output.prompt_token_ids
+    assert len(output.outputs[0].token_ids) == 4
+    assert output.outputs[0].token_ids == reference.outputs[0].token_ids
+    for a, b in zip(output.outputs[0].logprobs, reference.outputs[0].logprobs, strict=True):
+        assert abs(next(iter(a.values())).logprob - next(iter(b.values())).logprob) < 1e-4
 
 
 def test_per_image_budgets(llm40):
     images = [make_image(1600, 900, 5), make_image(900, 1600, 6)]
     output = run(llm40, images, [2, 9])
-    expected = num_tiles(1600, 900, max_tiles=2) + num_tiles(900, 1600, max_tiles=9)
+    # The official dynamic_preprocess (transcribed independently), thumbnail included.
+    expected = sum(
+        len(dynamic_preprocess(image, max_num=budget, use_thumbnail=True)) for image, budget in zip(images, [2, 9])
+    )
+    assert expected == (2 + 1) + (8 + 1)  # 1600x900: 2x1 at budget 2; 900x1600: 2x4 at budget 9
     assert context_tokens(llm40, output) == expected * TOKENS_PER_TILE
 
 

@@ -109,7 +109,18 @@ async def test_a_refused_connection_ends_as_an_error_line(tmp_path):
     assert (summary.failed, summary.retries) == (1, 2)
 
 
-async def test_concurrency_limit_is_respected_and_429s_recover(make_fake_server, tmp_path):
+async def test_concurrency_limit_is_respected(make_fake_server, tmp_path):
+    # Each answer takes long enough that every free slot is refilled while the
+    # others are still in flight: the peak the server sees is the limit itself.
+    server = make_fake_server(delay_s=0.2)
+    parsed = requests(*(batch_line(f"r{i}") for i in range(15)))
+    summary, out, _ = await run_against(server, parsed, tmp_path, concurrency=5)
+    assert len(out) == 15 and summary.succeeded == 15
+    assert server.peak == 5
+    assert server.active == 0
+
+
+async def test_429s_at_the_server_limit_recover(make_fake_server, tmp_path):
     server = make_fake_server(limit=2, delay_s=0.05)
     parsed = requests(*(batch_line(f"r{i}") for i in range(20)))
     summary, out, _ = await run_against(server, parsed, tmp_path, concurrency=5,

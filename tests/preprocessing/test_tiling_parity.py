@@ -6,8 +6,6 @@ import torch
 from PIL import Image
 
 from preprocessing import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     MAX_TILES,
     find_grid,
     normalize_tiles,
@@ -18,6 +16,7 @@ from preprocessing import (
 from preprocessing.tiling import candidate_grids
 
 from internvl_official_reference import (
+    dynamic_preprocess,
     find_closest_aspect_ratio,
     official_grids,
     official_pixel_values,
@@ -124,7 +123,9 @@ def test_num_tiles_counts_the_thumbnail():
     assert num_tiles(448, 448) == 1  # one tile: no thumbnail
     assert num_tiles(896, 448) == 3
     assert num_tiles(896, 448, use_thumbnail=False) == 2
-    assert num_tiles(1920, 1080, max_tiles=12) == find_grid(1920, 1080)[0] * find_grid(1920, 1080)[1] + 1
+    for width, height, max_tiles in [(1920, 1080, 12), (800, 600, 6), (37, 1500, 24), (3000, 100, 40)]:
+        official = dynamic_preprocess(Image.new("RGB", (width, height)), 1, max_tiles, 448, use_thumbnail=True)
+        assert num_tiles(width, height, max_tiles=max_tiles) == len(official), (width, height, max_tiles)
 
 
 def _random_image(width, height, seed):
@@ -173,15 +174,45 @@ def test_uint8_tiles_are_the_official_crops():
     assert np.array_equal(tiles[-1].numpy(), thumb)
 
 
+# The official build_transform's constants (ImageNet), written out here rather than
+# taken from the package under test.
+OFFICIAL_MEAN = (0.485, 0.456, 0.406)
+OFFICIAL_STD = (0.229, 0.224, 0.225)
+
+
+def _every_value_tiles() -> np.ndarray:
+    """uint8 [6, 3, 16, 16]: five random tiles and one holding each of 0..255 in every channel."""
+    random_tiles = np.random.default_rng(0).integers(0, 256, (5, 3, 16, 16), dtype=np.uint8)
+    all_values = np.broadcast_to(np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16), (1, 3, 16, 16))
+    return np.concatenate([random_tiles, all_values])
+
+
+def test_normalisation_is_the_official_formula():
+    # Exact arithmetic (float64) of ToTensor + Normalize: (v / 255 - mean) / std.
+    # A float32 pipeline of three correctly rounded steps (each off by at most half an
+    # ulp, mean and std themselves rounded to float32) lands within a few float32
+    # ulps of it; values reach |2.64| where an ulp is 2.4e-7, so 1e-6 (~4 ulps)
+    # bounds rounding, while any wrong constant or order of operations is off by >1e-4.
+    tiles = _every_value_tiles()
+    mean = np.array(OFFICIAL_MEAN, dtype=np.float64)[:, None, None]
+    std = np.array(OFFICIAL_STD, dtype=np.float64)[:, None, None]
+    exact = (tiles.astype(np.float64) / 255.0 - mean) / std
+    got = normalize_tiles(torch.from_numpy(tiles.copy()))
+    assert got.dtype == torch.float32
+    assert np.abs(got.numpy().astype(np.float64) - exact).max() <= 1e-6
+
+
 def test_normalisation_is_bit_identical_to_torchvision_arithmetic():
-    # ToTensor: x.float().div(255); Normalize: (x - mean) / std, float32 tensors.
-    random_tiles = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    all_values = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16).expand(1, 3, 16, 16)
-    tiles = torch.cat([random_tiles, all_values])
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
-    expected = tiles.float().div(255).sub(mean).div(std)
-    assert torch.equal(normalize_tiles(tiles), expected)
+    # torchvision's steps, each an IEEE float32 operation, replayed in numpy (a
+    # separate implementation): ToTensor's x.float().div(255), then Normalize's
+    # sub(mean).div(std) with float32 mean and std.
+    tiles = _every_value_tiles()
+    mean = np.array(OFFICIAL_MEAN, dtype=np.float32)[:, None, None]
+    std = np.array(OFFICIAL_STD, dtype=np.float32)[:, None, None]
+    expected = (tiles.astype(np.float32) / np.float32(255) - mean) / std
+    assert expected.dtype == np.float32
+    got = normalize_tiles(torch.from_numpy(tiles.copy())).numpy()
+    assert np.array_equal(got, expected), np.abs(got - expected).max()
 
 
 def test_normalize_rejects_wrong_input():

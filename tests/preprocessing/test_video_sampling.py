@@ -139,8 +139,7 @@ def test_not_a_video(bad):
         load_video(bad)
 
 
-def test_image_file_is_not_accepted_as_audio_only_or_empty(tmp_path):
-    # An audio-only container has no video stream.
+def test_audio_only_container_is_refused(tmp_path):
     path = tmp_path / "audio.wav"
     with av.open(str(path), mode="w", format="wav") as output:
         stream = output.add_stream("pcm_s16le", rate=8000)
@@ -158,10 +157,25 @@ def test_zero_frame_video(tmp_path):
         load_video(path)
 
 
-def test_truncated_video_raises_or_decodes_what_exists(videos):
+def test_truncated_mp4_is_refused(videos):
+    # PyAV's mp4 muxer writes the index (moov) last: a file cut short has none, so
+    # nothing can be decoded and the answer is a MediaError, not a crash or a hang.
     data = videos["mp4-h264"].read_bytes()
+    assert data.rfind(b"moov") > len(data) // 3
     with pytest.raises(MediaError):
         load_video(data[: len(data) // 3])
+
+
+def test_truncated_stream_decodes_the_frames_that_exist(videos):
+    # A WebM cut short keeps its header and the first clusters: the frames that
+    # arrived are sampled the official way over what exists, the missing tail is not.
+    truncated = videos["webm-vp8"].read_bytes()
+    truncated = truncated[: len(truncated) // 2]
+    with av.open(io.BytesIO(truncated)) as container:  # what FFmpeg itself decodes
+        arrived = [identify(frame.to_image()) for frame in container.decode(video=0)]
+    assert 4 <= len(arrived) < FRAMES and arrived == list(range(len(arrived)))
+    frames = load_video(truncated, num_frames=4)
+    assert [identify(frame) for frame in frames] == get_index(None, FPS, len(arrived) - 1, num_segments=4).tolist()
 
 
 def test_tile_frames_is_one_official_tile_per_frame(videos):

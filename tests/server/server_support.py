@@ -16,6 +16,21 @@ from preprocessing import get_template
 from server.engine import ModelInfo, QueueDepth
 
 FAKE_MODEL = "fake-internvl"
+# The fake tokenizer: one token per character (its code point), a BOS beyond Unicode,
+# and a fixed number of tokens per image tile and per video frame.
+FAKE_BOS = 0x110000
+FAKE_TOKENS_PER_TILE = 3
+FAKE_TOKENS_PER_FRAME = 2
+_FAKE_MEDIA_TOKEN = 0x110001
+
+
+def fake_prompt_ids(prompt: dict[str, Any], *, add_special_tokens: bool = False) -> list[int]:
+    ids = [FAKE_BOS] if add_special_tokens else []
+    ids += [ord(char) for char in prompt["prompt"]]
+    media = prompt.get("multi_modal_data", {})
+    tiles = sum(image["tiles"].shape[0] for image in media.get("image", []))
+    frames = sum(len(video) for video in media.get("video", []))
+    return ids + [_FAKE_MEDIA_TOKEN] * (tiles * FAKE_TOKENS_PER_TILE + frames * FAKE_TOKENS_PER_FRAME)
 
 
 @dataclass
@@ -57,7 +72,7 @@ class FakeEngine:
 
     async def generate(self, prompt, sampling, request_id, *, stream):
         self.calls.append({"prompt": prompt, "sampling": sampling, "request_id": request_id, "stream": stream})
-        prompt_ids = list(range(len(prompt["prompt"]) // 4 + 1))
+        prompt_ids = fake_prompt_ids(prompt)
         words = self.reply.split(" ")
         finished = False
         try:
@@ -87,6 +102,21 @@ class FakeEngine:
 
     async def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)
+
+    async def tokenize(self, prompt, *, add_special_tokens=None):
+        self.calls.append({"tokenize": prompt, "add_special_tokens": add_special_tokens})
+        return fake_prompt_ids(prompt, add_special_tokens=bool(add_special_tokens))
+
+    async def detokenize(self, token_ids):
+        from server.errors import BadRequest
+
+        if any(token > _FAKE_MEDIA_TOKEN for token in token_ids):
+            raise BadRequest("token id out of vocabulary", code="invalid_token_id", param="tokens")
+        return "".join(self.token_strings(token_ids))
+
+    def token_strings(self, token_ids):
+        names = {FAKE_BOS: "<s>", _FAKE_MEDIA_TOKEN: "<IMG_CONTEXT>"}
+        return [names.get(token) or chr(token) for token in token_ids]
 
     def is_alive(self) -> bool:
         return self.alive

@@ -125,7 +125,7 @@ def test_multi_turn_with_images_and_a_system_prompt(live_server, tokenizer):
     assert completion.usage.prompt_tokens == expected_prompt_tokens(tokenizer, prompt, tiles)
 
 
-def test_n_stop_and_seed(live_server):
+def test_n_and_stop(live_server):
     client = live_server.client()
     completion = client.chat.completions.create(
         model=live_server.model, messages=[{"role": "user", "content": "Hello"}], n=3, max_tokens=8, seed=3, temperature=1.0
@@ -141,6 +141,38 @@ def test_n_stop_and_seed(live_server):
         extra_body={"guided_regex": "abc STOP def"},
     )
     assert stopped.choices[0].message.content == "abc " and stopped.choices[0].finish_reason == "stop"
+
+
+def sampled_tokens(client, model, seed: int) -> list[str]:
+    """16 tokens sampled at temperature 1 (ignore_eos: always 16), as their text pieces."""
+    completion = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Tell me a story."}],
+        max_tokens=16,
+        temperature=1.0,
+        seed=seed,
+        logprobs=True,
+        extra_body={"ignore_eos": True},
+    )
+    assert completion.usage.completion_tokens == 16
+    return [entry.token for entry in completion.choices[0].logprobs.content]
+
+
+def test_seed_reproduces_a_sampled_answer(live_server):
+    client = live_server.client()
+    first = sampled_tokens(client, live_server.model, seed=1234)
+    # Other traffic in between must not shift the seeded stream.
+    sampled_tokens(client, live_server.model, seed=99)
+    assert sampled_tokens(client, live_server.model, seed=1234) == first
+
+
+def test_different_seeds_sample_differently(live_server):
+    # 16 tokens at temperature 1 from a random-weight model: two seeds agreeing on
+    # all 16 is vanishingly unlikely, but demand only that most of five seeds differ
+    # from one another, so a rare coincidence cannot fail the test.
+    client = live_server.client()
+    answers = [tuple(sampled_tokens(client, live_server.model, seed=seed)) for seed in (11, 12, 13, 14, 15)]
+    assert len(set(answers)) >= 4, answers
 
 
 def test_json_schema_output_validates(live_server):
@@ -174,10 +206,12 @@ def test_grounding_boxes_are_returned_in_pixels(live_server):
 
 
 def test_streaming_sync_with_usage_and_logprobs(live_server):
+    messages = [{"role": "user", "content": [image_part(data_url(make_image(448, 448)), detail="low"), text_part("Hi")]}]
     stream = live_server.client().chat.completions.create(
         model=live_server.model,
-        messages=[{"role": "user", "content": [image_part(data_url(make_image(448, 448)), detail="low"), text_part("Hi")]}],
+        messages=messages,
         max_tokens=6,
+        temperature=0,
         stream=True,
         stream_options={"include_usage": True},
         logprobs=True,
@@ -192,23 +226,43 @@ def test_streaming_sync_with_usage_and_logprobs(live_server):
     assert finishing[-1].choices[0].finish_reason == "length"
     logprobs = [lp for c in chunks if c.choices and c.choices[0].logprobs for lp in c.choices[0].logprobs.content]
     assert len(logprobs) == 6 and all(len(lp.top_logprobs) == 2 for lp in logprobs)
+    # The content: the same greedy request unstreamed gives the same tokens and text.
+    whole = live_server.client().chat.completions.create(
+        model=live_server.model, messages=messages, max_tokens=6, temperature=0, logprobs=True, top_logprobs=2,
+        extra_body={"ignore_eos": True},
+    )
+    streamed_text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert [lp.token for lp in logprobs] == [lp.token for lp in whole.choices[0].logprobs.content]
+    assert streamed_text == whole.choices[0].message.content and streamed_text.strip()
+    for streamed_lp, whole_lp in zip(logprobs, whole.choices[0].logprobs.content):
+        assert abs(streamed_lp.logprob - whole_lp.logprob) < 1e-4
+        assert streamed_lp.top_logprobs[0].token == streamed_lp.token  # greedy: the best token
 
 
 async def test_async_client_streaming_and_concurrency(live_server):
     client = live_server.async_client()
 
-    async def one(seed):
+    async def streamed(seed):
         stream = await client.chat.completions.create(
-            model=live_server.model, messages=[{"role": "user", "content": "Hello"}], max_tokens=4, stream=True, seed=seed
+            model=live_server.model, messages=[{"role": "user", "content": "Hello"}], max_tokens=6, stream=True,
+            seed=seed, temperature=1.0, stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
         )
-        return "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+        chunks = [chunk async for chunk in stream]
+        assert chunks[-1].usage.completion_tokens == 6
+        return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
 
-    texts = await asyncio.gather(one(1), one(2))
-    assert len(texts) == 2
-    completion = await client.chat.completions.create(
-        model=live_server.model, messages=[{"role": "user", "content": "Hello"}], max_tokens=3
-    )
-    assert completion.usage.completion_tokens <= 3
+    async def whole(seed):
+        completion = await client.chat.completions.create(
+            model=live_server.model, messages=[{"role": "user", "content": "Hello"}], max_tokens=6,
+            seed=seed, temperature=1.0, extra_body={"ignore_eos": True},
+        )
+        return completion.choices[0].message.content
+
+    # Two streams at once give exactly what each request gives alone, unstreamed.
+    together = await asyncio.gather(streamed(1), streamed(2))
+    alone = [await whole(1), await whole(2)]
+    assert list(together) == alone
+    assert together[0] != together[1]
     await client.close()
 
 
@@ -293,9 +347,30 @@ async def test_429_when_saturated_then_recovers(live_server):
     assert_still_serving(live_server)
 
 
+def metric_value(metrics: str, name: str) -> float:
+    [line] = [line for line in metrics.splitlines() if line.split(" ")[0] == name]
+    return float(line.split()[-1])
+
+
 def test_metrics_after_traffic(live_server):
-    metrics = httpx.get(f"{live_server.base_url}/metrics").text
-    assert 'internvl_requests_total{status="200"}' in metrics
-    for line in metrics.splitlines():
-        if line.startswith("internvl_prompt_tokens_total"):
-            assert float(line.split()[-1]) > 0
+    before = httpx.get(f"{live_server.base_url}/metrics").text
+    assert 'internvl_requests_total{status="200"}' in before
+    completion = live_server.client().chat.completions.create(
+        model=live_server.model, messages=[{"role": "user", "content": "Count the tokens."}], max_tokens=3,
+        extra_body={"ignore_eos": True},
+    )
+    # The status counter ticks when the response has been sent, just after the client
+    # has it: give it a moment, then every counter must have moved by exactly this request.
+    deadline = time.monotonic() + 10
+    while True:
+        after = httpx.get(f"{live_server.base_url}/metrics").text
+        ok = 'internvl_requests_total{status="200"}'
+        if metric_value(after, ok) > metric_value(before, ok) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    for name, used in [
+        ("internvl_prompt_tokens_total", completion.usage.prompt_tokens),
+        ("internvl_completion_tokens_total", completion.usage.completion_tokens),
+        ('internvl_requests_total{status="200"}', 1),
+    ]:
+        assert metric_value(after, name) - metric_value(before, name) == used, name

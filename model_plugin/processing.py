@@ -436,9 +436,8 @@ class InternVLChatMultiModalProcessor(BaseMultiModalProcessor[InternVLChatProces
         counts = {modality: len(items) for modality, items in mm_prompt_updates.items() if items}
         if not counts:
             return super()._apply_prompt_updates(token_ids, mm_prompt_updates)
-        tokenizer = self.info.get_tokenizer()
-        text = tokenizer.decode(token_ids, skip_special_tokens=False)
-        if tokenizer.encode(text, add_special_tokens=False) != list(token_ids):
+        text = self._prompt_text(token_ids)
+        if text is None:
             return super()._apply_prompt_updates(token_ids, self._with_video_labels(mm_prompt_updates))
 
         found = {modality: 0 for modality in counts}
@@ -482,6 +481,36 @@ class InternVLChatMultiModalProcessor(BaseMultiModalProcessor[InternVLChatProces
             )
             start = match.end_idx
         return new_ids, placeholders
+
+    def _prompt_text(self, token_ids: list[int]) -> str | None:
+        """The text the prompt ids were encoded from, if decoding finds it.
+
+        A whole decode is tried first. Sentencepiece models with a dummy prefix
+        add "▁" to every run between added tokens, which a whole decode keeps
+        as a space after each added token; decoding each run on its own drops
+        it again, as sentencepiece and the released slow classes do. Either
+        text counts only if it encodes back to exactly these ids.
+        """
+        tokenizer = self.info.get_tokenizer()
+        ids = list(token_ids)
+        whole = tokenizer.decode(ids, skip_special_tokens=False)
+        if tokenizer.encode(whole, add_special_tokens=False) == ids:
+            return whole
+        added = {token_id: content for content, token_id in tokenizer.get_added_vocab().items()}
+        pieces, run = [], []
+        for token_id in ids + [None]:
+            if token_id is None or token_id in added:
+                if run:
+                    pieces.append(tokenizer.decode(run, skip_special_tokens=False))
+                    run = []
+                if token_id is not None:
+                    pieces.append(added[token_id])
+            else:
+                run.append(token_id)
+        by_runs = "".join(pieces)
+        if tokenizer.encode(by_runs, add_special_tokens=False) == ids:
+            return by_runs
+        return None
 
     def _replacement_text(self, update: ResolvedPromptUpdate) -> str:
         """The text an item's placeholder becomes, from its resolved (possibly cached) update."""

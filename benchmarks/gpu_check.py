@@ -32,7 +32,6 @@ import base64
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_e2e import free_port, make_jpeg  # noqa: E402
-from benchmarks.server_process import wait_until_healthy  # noqa: E402
+from benchmarks.server_process import stop, wait_until_healthy  # noqa: E402
 
 SERVED_NAME = "gpu-check"
 PARITY_IMAGES = ((448, 448), (896, 448), (1344, 896))  # 1, 3 and 7 tiles at budget 6 (with thumbnail)
@@ -165,11 +164,7 @@ def serve_and_load(target: str, model: Path, prof: Profile, work: Path) -> tuple
         return Row(f"serve {target}", False, str(error).splitlines()[0][:200] + f" (see {log})",
                    time.monotonic() - started), None
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, timeout_s=120)
 
 
 def generate(implementation: str, model: Path, out: Path, eager: bool) -> None:

@@ -1,5 +1,6 @@
-"""Waiting for a server started as a subprocess: shared by the benchmarks and the tests."""
+"""Waiting for and stopping a server started as a subprocess: shared by the benchmarks and the tests."""
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -30,6 +31,15 @@ def wait_until_healthy(
             process.kill()
             raise RuntimeError(f"server not healthy after {timeout_s:.0f}s:\n{_tail(log_path)}")
         time.sleep(poll_s)
+
+
+def stop(process: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM (the server drains), then SIGKILL if it is still there after `timeout_s`."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def _tail(log_path: Path, chars: int = 5000) -> str:

@@ -141,13 +141,12 @@ def test_vllm_serve_with_the_plugin_keeps_the_engine_limit(checkpoint, tmp_path)
     import base64
     import io
     import json
-    import signal
     import subprocess
     import sys
 
     import httpx
 
-    from benchmarks.server_process import wait_until_healthy
+    from benchmarks.server_process import stop, wait_until_healthy
     from tests.live_server import free_port
 
     port = free_port()
@@ -188,8 +187,4 @@ def test_vllm_serve_with_the_plugin_keeps_the_engine_limit(checkpoint, tmp_path)
         # 6 tiles + thumbnail against a single tile: 6 more tiles of 256 tokens.
         assert six.json()["usage"]["prompt_tokens"] - one.json()["usage"]["prompt_tokens"] == 6 * 256
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, timeout_s=90)

@@ -9,7 +9,6 @@ This machine has no GPU: the calls are recorded all the same, which is the point
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.server_process import wait_until_healthy
+from benchmarks.server_process import stop, wait_until_healthy
 from tests.live_server import free_port
 from tests.processor_support import strip
 
@@ -103,11 +102,7 @@ def test_the_server_and_engine_core_make_no_cuda_query(checkpoint, tmp_path):
         })
         assert reply.status_code == 200, reply.text
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, timeout_s=90)
 
     seen = records(log)
     loaded = [r for r in seen if r["event"] == "loaded"]

@@ -14,7 +14,6 @@ and on the shared live server (Qwen2); a server per format costs the suite ~40 s
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.server_process import wait_until_healthy
+from benchmarks.server_process import stop, wait_until_healthy
 from model_plugin.families import FAMILIES
 from model_plugin.tokenizer import write_released_tokenizer
 from tests.live_server import REPO, free_port
@@ -65,11 +64,7 @@ def released_server(request, checkpoint, tmp_path_factory):
         wait_until_healthy(process, base_url, log_path=log_path, timeout_s=600)
         yield family, Path(path), base_url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, timeout_s=60)
 
 
 def test_tokenize_returns_the_released_slow_tokenizers_ids(released_server):

@@ -1,7 +1,9 @@
 """One live `internvl-serve` (uvicorn + vLLM on the CPU) shared by the whole test session.
 
 Every test module that needs a real server uses the `live_server` fixture, so the
-suite pays for one engine start. Only loopback is ever contacted.
+suite pays for one engine start. Only loopback is ever contacted. The server and
+every process it starts carry the CUDA-query probe (tests/cuda_probe), so that
+tests/test_no_cuda_query.py checks the processes the rest of the suite exercises.
 """
 
 import functools
@@ -18,6 +20,7 @@ import openai
 import pytest
 
 from benchmarks.server_process import wait_until_healthy
+from tests.cuda_probe import probe_env
 
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "e2e-key"
@@ -33,11 +36,13 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, base_url: str, model: str, checkpoint: Path, media_dir: Path):
+    def __init__(self, base_url: str, model: str, checkpoint: Path, media_dir: Path, log: Path, cuda_probe_log: Path):
         self.base_url = base_url
+        self.log = log  # the server's stdout and stderr
         self.model = model
         self.checkpoint = checkpoint
         self.media_dir = media_dir
+        self.cuda_probe_log = cuda_probe_log
 
     def client(self, **kwargs) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=300, **kwargs)
@@ -58,7 +63,11 @@ def live_server(checkpoint, tmp_path_factory):
     path = checkpoint("InternVL2-1B")
     media_dir = tmp_path_factory.mktemp("media")
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log_dir = tmp_path_factory.mktemp("server")
+    log_path = log_dir / "server.log"
+    cuda_probe_log = log_dir / "cuda-probe.jsonl"
+    env = probe_env(cuda_probe_log)
+    env.pop("VLLM_WORKER_MULTIPROC_METHOD", None)  # the server must choose by itself
     command = [
         sys.executable, "-m", "server",
         "--model", str(path), "--served-model-name", "internvl-tiny",
@@ -70,10 +79,10 @@ def live_server(checkpoint, tmp_path_factory):
         "--max-frames-per-video", "8", "--default-num-frames", "4", "--drain-timeout", "10",
     ]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     wait_until_healthy(process, base_url, log_path=log_path, timeout_s=STARTUP_TIMEOUT_S)
-    yield LiveServer(base_url, "internvl-tiny", path, media_dir)
+    yield LiveServer(base_url, "internvl-tiny", path, media_dir, log_path, cuda_probe_log)
     process.send_signal(signal.SIGTERM)
     try:
         # A drained SIGTERM is a clean exit: status 0 (server/cli.py keeps uvicorn from

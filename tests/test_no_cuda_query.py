@@ -7,39 +7,18 @@ server and vLLM start and records each CUDA query whose caller is project code.
 This machine has no GPU: the calls are recorded all the same, which is the point.
 """
 
-import json
-import os
+import base64
+import io
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
-from benchmarks.server_process import stop, wait_until_healthy
-from tests.live_server import free_port
+from tests.cuda_probe import is_worker, probe_env, records
 from tests.processor_support import strip
 
 REPO = Path(__file__).resolve().parents[1]
-PROBE_DIR = Path(__file__).resolve().parent / "cuda_probe"
-PROJECT_ROOTS = [REPO / name for name in ("server", "model_plugin", "preprocessing", "batch")]
-
-
-def probe_env(log: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(PROBE_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["CUDA_PROBE_LOG"] = str(log)
-    env["CUDA_PROBE_ROOTS"] = os.pathsep.join(str(root) for root in PROJECT_ROOTS)
-    return env
-
-
-def records(log: Path) -> list[dict]:
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-
-def is_worker(record: dict) -> bool:
-    # Workers own the device; CUDA there is expected on GPUs.
-    return "VllmWorker" in record["process"] or "VLLM::Worker" in record["process"]
 
 
 CONTROL = """
@@ -71,40 +50,19 @@ def test_the_probe_records_project_cuda_queries(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_server_and_engine_core_make_no_cuda_query(checkpoint, tmp_path):
-    log = tmp_path / "probe.jsonl"
-    env = probe_env(log)
-    env.pop("VLLM_WORKER_MULTIPROC_METHOD", None)  # the server must choose by itself
-    port = free_port()
-    server_log = tmp_path / "server.log"
-    command = [
-        sys.executable, "-m", "server", "--model", str(checkpoint("InternVL2-1B")),
-        "--served-model-name", "probe", "--port", str(port), "--dtype", "float32", "--enforce-eager",
-        "--max-model-len", "8192", "--max-num-seqs", "2", "--seed", "0",
-    ]
-    with open(server_log, "wb") as out:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(process, base_url, log_path=server_log, timeout_s=600)
-        import base64
-        import io
+def test_the_server_and_engine_core_make_no_cuda_query(live_server):
+    # The shared live server carries the probe (tests/live_server.py); by the time
+    # this runs it may have served much more than this one image request.
+    buffer = io.BytesIO()
+    strip(2).save(buffer, "JPEG")
+    image_url = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    reply = live_server.post({"model": live_server.model, "max_tokens": 2, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": image_url}},
+        {"type": "text", "text": "Describe."},
+    ]}]})
+    assert reply.status_code == 200, reply.text
 
-        buffer = io.BytesIO()
-        strip(2).save(buffer, "JPEG")
-        image_url = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
-        reply = httpx.post(f"{base_url}/v1/chat/completions", timeout=300, json={
-            "model": "probe", "max_tokens": 2,
-            "messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": image_url}},
-                {"type": "text", "text": "Describe."},
-            ]}],
-        })
-        assert reply.status_code == 200, reply.text
-    finally:
-        stop(process, timeout_s=90)
-
-    seen = records(log)
+    seen = records(live_server.cuda_probe_log)
     loaded = [r for r in seen if r["event"] == "loaded"]
     # The API server, plus the engine core and worker vLLM spawned, all ran the probe.
     assert any(r["argv"][:2] == ["-m", "server"] for r in loaded), loaded

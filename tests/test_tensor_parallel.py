@@ -1,10 +1,19 @@
-"""Tensor parallel 2 on the CPU gives the same greedy output as TP 1.
+"""Tensor parallel 2 on the CPU gives the same greedy output as TP 1, in both
+encoder modes.
 
-The engine must really run two workers, each holding its shard: every worker
-reports its rank, process and parameter shapes, which are compared with TP 1's.
-The 6B-style tower has a head count that 2 does not divide: it only shards
-because the attention is padded with dummy heads.
+Weight-sharded (the default): the engine really runs two workers, each holding
+its shard; every worker reports its rank, process and parameter shapes, which
+are compared with TP 1's. The 6B-style tower has a head count that 2 does not
+divide: it only shards because the attention is padded with dummy heads.
+
+Data-parallel encoder (`mm_encoder_tp_mode="data"`): every rank holds the whole
+vision tower and encodes only its share of the tiles (then all-gathers), so each
+rank must have encoded half of the tiles.
+
+One TP 1 engine per family is the reference for both (engine starts dominate).
 """
+
+from dataclasses import dataclass
 
 import pytest
 from vllm import SamplingParams
@@ -21,18 +30,48 @@ FAMILIES = {
 }
 
 
-def greedy(llm, template_name: str):
+def record_encoder_batches(worker):
+    """Runs in each worker: note the tile count of every vision-tower call."""
+    tower = worker.model_runner.get_model().vision_model
+    tower.encoded_batches = []
+    if not getattr(tower, "batch_hook_installed", False):
+        tower.embeddings.register_forward_pre_hook(
+            lambda module, args: tower.encoded_batches.append(args[0].shape[0])
+        )
+        tower.batch_hook_installed = True
+
+
+def encoded_batches(worker):
+    return worker.model_runner.get_model().vision_model.encoded_batches
+
+
+@dataclass
+class Run:
+    outputs: list
+    encoded: list[list[int]]  # per worker: tiles per vision-tower call
+    workers: list[dict]
+
+
+def run_engine(path, template_name: str, **overrides) -> Run:
     template = get_template(template_name)
     requests = [
         {
+            # 2x1 tiles + thumbnail: an odd tile count is padded for the
+            # split across ranks in data mode.
             "prompt": template.render([(image_prefix(1) + "Describe the image.", None)]),
-            "multi_modal_data": {"image": [make_image(700, 500, 5)]},
+            "multi_modal_data": {"image": [make_image(1000, 500, 5)]},
             "mm_processor_kwargs": {"max_tiles": 4},
         },
         {"prompt": template.render([("Count to ten.", None)])},
     ]
     params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True, logprobs=1)
-    return llm.generate(requests, params, use_tqdm=False)
+    llm = make_llm(path, **overrides)
+    try:
+        llm.collective_rpc(record_encoder_batches)
+        outputs = llm.generate(requests, params, use_tqdm=False)
+        return Run(outputs, llm.collective_rpc(encoded_batches), worker_report(llm))
+    finally:
+        shutdown_llm(llm)
 
 
 def worker_report(llm) -> list[dict]:
@@ -90,41 +129,61 @@ def _numel(shape: list[int]) -> int:
     return count
 
 
-@pytest.mark.parametrize("family", FAMILIES, ids=list(FAMILIES))
-def test_tp2_matches_tp1(family, checkpoint, monkeypatch):
-    import json
-
-    path = checkpoint(family)
-    template = json.loads((path / "config.json").read_text())["template"]
-    # Lets collective_rpc carry the report function to the workers (tests only).
-    monkeypatch.setenv("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
-
-    llm = make_llm(path)
-    try:
-        tp1 = greedy(llm, template)
-        [single] = worker_report(llm)
-    finally:
-        shutdown_llm(llm)
-    assert (single["rank"], single["world_size"]) == (0, 1)
-
-    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|1")
-    llm = make_llm(path, tensor_parallel_size=2, distributed_executor_backend="mp")
-    try:
-        tp2 = greedy(llm, template)
-        workers = worker_report(llm)
-    finally:
-        shutdown_llm(llm)
-
-    assert sorted((w["rank"], w["world_size"]) for w in workers) == [(0, 2), (1, 2)]
-    assert len({w["pid"] for w in workers}) == 2  # two worker processes
-    for worker in workers:
-        assert_sharded(single["shapes"], worker["shapes"])
-    assert workers[0]["shapes"] == workers[1]["shapes"]
-
-    for one, two in zip(tp1, tp2, strict=True):
+def assert_same_greedy_output(tp1: Run, tp2: Run) -> None:
+    for one, two in zip(tp1.outputs, tp2.outputs, strict=True):
         assert one.prompt_token_ids == two.prompt_token_ids
         assert one.outputs[0].token_ids == two.outputs[0].token_ids
         for a, b in zip(one.outputs[0].logprobs, two.outputs[0].logprobs):
             (token_a, lp_a), (token_b, lp_b) = next(iter(a.items())), next(iter(b.items()))
             assert token_a == token_b
             assert abs(lp_a.logprob - lp_b.logprob) < 1e-3
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request, checkpoint):
+    import json
+
+    path = checkpoint(request.param)
+    template = json.loads((path / "config.json").read_text())["template"]
+    with pytest.MonkeyPatch.context() as patch:
+        # Lets collective_rpc carry the hooks and report functions to the workers (tests only).
+        patch.setenv("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+        tp1 = run_engine(path, template)
+    return path, template, tp1
+
+
+def tp2_engine(path, template: str, **overrides) -> Run:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+        patch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|1")
+        return run_engine(path, template, tensor_parallel_size=2, distributed_executor_backend="mp", **overrides)
+
+
+def test_tp2_matches_tp1(family):
+    path, template, tp1 = family
+    [single] = tp1.workers
+    assert (single["rank"], single["world_size"]) == (0, 1)
+
+    tp2 = tp2_engine(path, template)
+    workers = tp2.workers
+    assert sorted((w["rank"], w["world_size"]) for w in workers) == [(0, 2), (1, 2)]
+    assert len({w["pid"] for w in workers}) == 2  # two worker processes
+    for worker in workers:
+        assert_sharded(single["shapes"], worker["shapes"])
+    assert workers[0]["shapes"] == workers[1]["shapes"]
+    assert_same_greedy_output(tp1, tp2)
+
+
+def test_data_parallel_encoder_matches_tp1(family):
+    path, template, tp1 = family
+    [tp1_batches] = tp1.encoded
+    tp2 = tp2_engine(path, template, mm_encoder_tp_mode="data")
+
+    assert any(tiles % 2 for tiles in tp1_batches), f"no odd tile count in {tp1_batches}"
+    half = [-(-tiles // 2) for tiles in tp1_batches]
+    assert tp2.encoded == [half, half], f"TP 1 encoded {tp1_batches} tiles per call"
+    # Data mode: every rank holds the whole tower.
+    for worker in tp2.workers:
+        vision = {n: s for n, s in worker["shapes"].items() if n.startswith("vision_model.")}
+        assert vision == {n: s for n, s in tp1.workers[0]["shapes"].items() if n.startswith("vision_model.")}
+    assert_same_greedy_output(tp1, tp2)

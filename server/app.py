@@ -19,6 +19,7 @@ from .limits import BodySizeLimit, ConcurrencyLimit
 from .media import MediaFetcher
 from .metrics import Metrics
 from .observe import RequestMetrics
+from .request_ids import install as install_request_ids
 from .routes import chat, health, metrics, models, tokenize
 from .settings import Settings
 
@@ -96,6 +97,8 @@ def create_app(settings: Settings, engine: Engine | None = None, *, fetcher: Med
         metrics_require_key=settings.metrics_require_key,
     )
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    # Outermost of all: every response, a 401/413/429/500 included, carries X-Request-Id.
+    install_request_ids(app)
     return app
 
 

@@ -29,7 +29,7 @@ class ChatEncoder:
         self.created = int(time.time())
         self._texts: dict[int, str] = {}
 
-    def completion(self, prompt_tokens: int, completions: list[Any]) -> Any:
+    def completion(self, prompt_tokens: int, cached_tokens: int, completions: list[Any]) -> Any:
         """The whole answer, as the openai package's `ChatCompletion`."""
         return responses.chat_completion(
             request_id=self.request_id,
@@ -37,6 +37,7 @@ class ChatEncoder:
             created=self.created,
             completions=completions,
             prompt_tokens=prompt_tokens,
+            cached_tokens=cached_tokens,
             image_sizes=self.image_sizes,
             top_logprobs=self.top_logprobs,
         )
@@ -66,11 +67,11 @@ class ChatEncoder:
             )
         return self._event(choices) if choices else None
 
-    def usage_event(self, prompt_tokens: int, completion_tokens: int) -> str | None:
+    def usage_event(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> str | None:
         """The final usage chunk, if the client asked for one (`stream_options.include_usage`)."""
         if not self.include_usage:
             return None
-        return self._event([], usage_=responses.usage(prompt_tokens, completion_tokens))
+        return self._event([], usage_=responses.usage(prompt_tokens, completion_tokens, cached_tokens))
 
     @staticmethod
     def error_event(error: APIError) -> str:

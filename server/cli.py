@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .request_ids import LOG_FORMAT, RequestIdLogFilter
 from .settings import Settings
 
 ENV_PREFIX = "INTERNVL_"
@@ -218,9 +219,10 @@ def _differs(value: Any, default: Any) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_args(argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    # On the handler, not a logger: records from every logger (vLLM's too) get the id.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdLogFilter())
     import uvicorn
 
     from .app import create_app

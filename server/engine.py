@@ -45,12 +45,17 @@ class QueueDepth:
 class Engine(Protocol):
     info: ModelInfo
     queue: QueueDepth
+    # The inference engine's own version (vLLM's), for /version.
+    version: str
 
     def generate(
         self, prompt: dict[str, Any], sampling: dict[str, Any], request_id: str, *, stream: bool
-    ) -> AsyncIterator[Any]: ...
+    ) -> AsyncIterator[Any]:
+        """The request's outputs; closing the iterator early aborts the request in the engine.
 
-    async def abort(self, request_id: str) -> None: ...
+        `request_id` need not be unique (clients choose it through X-Request-Id).
+        """
+        ...
 
     async def tokenize(self, prompt: dict[str, Any], *, add_special_tokens: bool | None = None) -> list[int]:
         """The prompt's token ids exactly as `generate` would see them (image and video tokens expanded)."""
@@ -164,9 +169,12 @@ class VLLMEngine:
     """`AsyncLLM` in this process; its engine core runs in a process of its own."""
 
     def __init__(self, llm: Any, info: ModelInfo, queue: QueueDepth) -> None:
+        from vllm import __version__
+
         self._llm = llm
         self.info = info
         self.queue = queue
+        self.version = __version__
         self._stop_token_ids = _special_token_ids(llm.get_tokenizer(), info.template.stop_strings)
 
     @classmethod
@@ -213,10 +221,9 @@ class VLLMEngine:
         if not self.is_alive():
             raise EngineUnavailable("the inference engine has stopped")
         params = self.sampling_params(sampling, stream=stream)
-        finished = False
+        outputs = self._llm.generate(prompt, params, request_id)
         try:
-            async for output in self._llm.generate(prompt, params, request_id):
-                finished = output.finished
+            async for output in outputs:
                 yield output
         except EngineDeadError:
             raise EngineUnavailable("the inference engine has stopped") from None
@@ -229,9 +236,14 @@ class VLLMEngine:
             # anything else is our bug and stays a 500.
             raise BadRequest(str(error), code="invalid_request") from None
         finally:
-            if not finished:
-                # A disconnected client cancels us: free the request's KV cache now.
-                await asyncio.shield(self.abort(request_id))
+            # A disconnected client closes us: closing vLLM's generator aborts the request
+            # by its internal id (vLLM makes those unique) and frees its KV cache now.
+            # `AsyncLLM.abort(request_id)` would also abort every other request that
+            # reuses the same X-Request-Id. A finished generator closes as a no-op.
+            try:
+                await asyncio.shield(outputs.aclose())
+            except Exception:  # the engine may already be gone; nothing left to free
+                logger.debug("closing request %s failed", request_id, exc_info=True)
 
     async def tokenize(self, prompt: dict[str, Any], *, add_special_tokens: bool | None = None) -> list[int]:
         import dataclasses
@@ -269,12 +281,6 @@ class VLLMEngine:
 
     def token_strings(self, token_ids: list[int]) -> list[str]:
         return list(self._llm.get_tokenizer().convert_ids_to_tokens(token_ids))
-
-    async def abort(self, request_id: str) -> None:
-        try:
-            await self._llm.abort(request_id)
-        except Exception:  # the engine may already be gone; nothing left to free
-            logger.debug("abort of %s failed", request_id, exc_info=True)
 
     def is_alive(self) -> bool:
         return not self._llm.errored

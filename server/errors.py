@@ -8,11 +8,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from preprocessing import MediaError
 
 logger = logging.getLogger(__name__)
+
+# The pydantic error type server/schemas.py raises for a field we do not support;
+# also the `code` of its 400.
+UNSUPPORTED_PARAMETER = "unsupported_parameter"
 
 
 class APIError(Exception):
@@ -75,6 +80,58 @@ class EngineUnavailable(APIError):
         super().__init__(message, code="engine_unavailable")
 
 
+class GenerationAborted(APIError):
+    """The engine gave up on a generation before it finished (shutdown, engine abort).
+
+    Not an answer: its text is cut short, and `stop` would claim the model had finished.
+    """
+
+    status = 503
+    type = "service_unavailable_error"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the generation was aborted by the engine before it finished (is the server shutting down?); retry",
+            code="generation_aborted",
+        )
+
+
+class GenerationFailed(APIError):
+    """vLLM's "error" finish: a retryable failure inside the engine (e.g. a KV-cache load)."""
+
+    status = 500
+    type = "server_error"
+
+    def __init__(self) -> None:
+        super().__init__("the engine failed this generation; retry", code="generation_failed")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every error's body, as OpenAI's."""
+
+    error: ErrorDetail
+
+
+def documented_errors(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=`: the statuses it answers, each with the error body.
+
+    "4XX" covers the rest (405, ...) and keeps FastAPI from documenting a 422:
+    invalid fields are 400s here, as at OpenAI.
+    """
+    documented: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorResponse, "description": text} for status, text in descriptions.items()
+    }
+    documented["4XX"] = {"model": ErrorResponse, "description": "Other client errors"}
+    return documented
+
+
 def error_body(message: str, type_: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
@@ -103,12 +160,18 @@ def _is_union_tag(part: object) -> bool:
 
 
 def validation_error(exc: RequestValidationError) -> APIError:
+    """A 400, as OpenAI and vLLM answer invalid fields (FastAPI's default is 422)."""
     errors = exc.errors()
     if any(error.get("type") == "json_invalid" for error in errors):
         return BadRequest("request body is not valid JSON", code="invalid_json")
     if not errors:
-        return APIError("invalid request", status=422, code="invalid_request")
+        return BadRequest("invalid request", code="invalid_field")
     first = errors[0]
+    if first.get("type") == "extra_forbidden":
+        return _unknown_fields(errors)
+    if first.get("type") == UNSUPPORTED_PARAMETER:
+        param = first["ctx"]["param"]
+        return BadRequest(first["msg"], code=UNSUPPORTED_PARAMETER, param=param)
     param = _location(first.get("loc", ()))
     message = first.get("msg", "invalid value")
     if param:
@@ -119,7 +182,16 @@ def validation_error(exc: RequestValidationError) -> APIError:
         message = f"request body: {message}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
-    return APIError(message, status=422, code="invalid_field", param=param)
+    return BadRequest(message, code="invalid_field", param=param)
+
+
+def _unknown_fields(errors: list[dict[str, Any]]) -> APIError:
+    # OpenAI's words, every unknown name at once.
+    names = [_location(error.get("loc", ())) for error in errors if error.get("type") == "extra_forbidden"]
+    plural = "s" if len(names) > 1 else ""
+    return BadRequest(
+        f"Unrecognized request argument{plural} supplied: {', '.join(names)}", code="unknown_parameter", param=names[0]
+    )
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}

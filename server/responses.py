@@ -11,19 +11,21 @@ from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from openai.types.chat.chat_completion_chunk import ChoiceLogprobs as ChunkLogprobs
 from openai.types.chat.chat_completion_token_logprob import TopLogprob
-from openai.types.completion_usage import CompletionUsage
+from openai.types.completion_usage import CompletionUsage, PromptTokensDetails
 
 from preprocessing import parse_grounding
 
 # JSON has no -inf; OpenAI reports impossible tokens as -9999.
 _MIN_LOGPROB = -9999.0
-_FINISH_REASONS = {"stop": "stop", "length": "length", "abort": "stop"}
+# vLLM's "abort" and "error" are not answers: server/routes/chat.py turns them into
+# errors before anything is encoded, so they have no entry here.
+_FINISH_REASONS = {"stop": "stop", "length": "length"}
 
 
 def finish_reason(reason: str | None) -> str | None:
     if reason is None:
         return None
-    return _FINISH_REASONS.get(reason, "stop")
+    return _FINISH_REASONS[reason]
 
 
 def grounding(text: str, image_sizes: list[tuple[int, int]]) -> list[dict[str, Any]] | None:
@@ -67,9 +69,13 @@ def _clamp(value: float) -> float:
     return max(float(value), _MIN_LOGPROB)
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> CompletionUsage:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> CompletionUsage:
+    """OpenAI's usage; `cached_tokens`: prompt tokens whose KV came from vLLM's prefix cache."""
     return CompletionUsage(
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens),
     )
 
 
@@ -80,6 +86,7 @@ def chat_completion(
     created: int,
     completions: list[Any],
     prompt_tokens: int,
+    cached_tokens: int,
     image_sizes: list[tuple[int, int]],
     top_logprobs: int | None,
 ) -> ChatCompletion:
@@ -96,7 +103,7 @@ def chat_completion(
             Choice(
                 index=completion.index,
                 message=message,
-                finish_reason=finish_reason(completion.finish_reason) or "stop",
+                finish_reason=finish_reason(completion.finish_reason),
                 logprobs=logprobs,
             )
         )
@@ -107,7 +114,7 @@ def chat_completion(
         created=created,
         model=model,
         choices=choices,
-        usage=usage(prompt_tokens, completion_tokens),
+        usage=usage(prompt_tokens, completion_tokens, cached_tokens),
     )
 
 

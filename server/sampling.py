@@ -18,8 +18,6 @@ from .schemas import ChatCompletionRequest
 def sampling_kwargs(request: ChatCompletionRequest, template: ChatTemplate, *, max_n: int) -> dict[str, Any]:
     if request.n > max_n:
         raise BadRequest(f"n={request.n} exceeds this server's limit of {max_n}", code="invalid_n", param="n")
-    if request.tools and request.tool_choice != "none":
-        raise BadRequest("tools are not supported by this server", code="unsupported_parameter", param="tools")
     kwargs: dict[str, Any] = {
         "n": request.n,
         "max_tokens": request.token_limit,
@@ -39,6 +37,8 @@ def sampling_kwargs(request: ChatCompletionRequest, template: ChatTemplate, *, m
         "presence_penalty": request.presence_penalty,
         "frequency_penalty": request.frequency_penalty,
         "repetition_penalty": request.repetition_penalty,
+        # vLLM refuses ids outside the vocabulary (param `logit_bias`).
+        "logit_bias": request.token_bias,
     }
     kwargs.update({name: value for name, value in optional.items() if value is not None})
     if request.logprobs:

@@ -12,15 +12,25 @@ Extensions to OpenAI's request (all optional):
   `history_max_tiles` (budget of images in earlier turns; default 1, as the
   official multi-turn demo), `top_k`, `min_p`, `repetition_penalty`,
   `ignore_eos`, and `structured_outputs` / `guided_regex` / `guided_choice` / `guided_json`.
+
+A chat request's top-level fields are checked here, in one place: OpenAI's fields that
+only inform (`user`, `metadata`, `store`, ...) are accepted and have no effect, as in
+vLLM; those that would change the answer in a way this server cannot honour (`audio`,
+`tools`, ...) are a 400 naming the field; a name that is in neither list, nor an
+extension above, is a 400 "Unrecognized request argument", as at OpenAI. Nested
+objects (messages, parts) ignore fields they do not know.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
+from pydantic_core import PydanticCustomError
 
 from preprocessing import MAX_FRAMES, MAX_TILES
+
+from .errors import UNSUPPORTED_PARAMETER
 
 
 class _Model(BaseModel):
@@ -102,6 +112,7 @@ Message = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage
 
 class StreamOptions(_Model):
     include_usage: bool = False
+    # include_obfuscation (OpenAI pads its chunks) is ignored: we add no padding.
 
 
 class JSONSchemaFormat(_Model):
@@ -158,7 +169,35 @@ class ChatPrompt(_Model):
     num_frames: int | None = Field(None, ge=1, le=MAX_FRAMES)
 
 
+# How much work one request's bias may ask of every decoding step.
+MAX_LOGIT_BIAS_ENTRIES = 1024
+
+TokenId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,10}$")]
+Bias = Annotated[float, Field(ge=-100, le=100)]
+
+_TOOLS = "tools are not supported by this server (only `tool_choice: \"none\"`)"
+# OpenAI's fields that would change the answer and that this server cannot honour:
+# using one is a 400 naming it. `_asks_for` says when a value asks for something
+# (a null, `modalities: ["text"]`, or tools with `tool_choice: "none"` ask nothing).
+_UNSUPPORTED: dict[str, str] = {
+    "audio": "audio output is not supported",
+    "modalities": 'only text output is supported (`modalities: ["text"]`)',
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported",
+    "reasoning_effort": "this model has no reasoning mode",
+    "verbosity": "`verbosity` is not supported",
+    "moderation": "moderation is not supported",
+    "tools": _TOOLS,
+    "tool_choice": _TOOLS,
+    "functions": _TOOLS,
+    "function_call": _TOOLS,
+}
+
+
 class ChatCompletionRequest(ChatPrompt):
+    # Unknown top-level fields are refused rather than silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
     model: str
 
     stream: bool = False
@@ -175,6 +214,11 @@ class ChatCompletionRequest(ChatPrompt):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
+    logit_bias: dict[TokenId, Bias] | None = Field(
+        None,
+        max_length=MAX_LOGIT_BIAS_ENTRIES,
+        description="Token id (a string) -> bias in [-100, 100] added to its logit; ids must be in the vocabulary.",
+    )
     stop: str | list[str] | None = None
     seed: int | None = None
     logprobs: bool = False
@@ -186,10 +230,29 @@ class ChatCompletionRequest(ChatPrompt):
     guided_choice: list[str] | None = None
     guided_json: dict[str, Any] | str | None = None
 
-    # Accepted for compatibility; tools are rejected when actually used.
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
+    # Informational: accepted, no effect on the answer (as in vLLM).
     user: str | None = None
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+
+    # Not supported: a 400 naming the field when it asks for something (see _UNSUPPORTED).
+    audio: Any = Field(None, description="Not supported.")
+    modalities: list[str] | None = Field(None, description='Only ["text"].')
+    prediction: Any = Field(None, description="Not supported.")
+    web_search_options: Any = Field(None, description="Not supported.")
+    reasoning_effort: Any = Field(None, description="Not supported.")
+    verbosity: Any = Field(None, description="Not supported.")
+    moderation: Any = Field(None, description="Not supported.")
+    tools: list[Any] | None = Field(None, description='Only with tool_choice "none".')
+    tool_choice: Any = Field(None, description='Only "none" or "auto" (no tool is ever called).')
+    functions: list[Any] | None = Field(None, description='Only with function_call "none".')
+    function_call: Any = Field(None, description='Only "none" or "auto".')
 
     @model_validator(mode="after")
     def _consistent(self) -> ChatCompletionRequest:
@@ -198,6 +261,36 @@ class ChatCompletionRequest(ChatPrompt):
         if isinstance(self.stop, list) and len(self.stop) > 16:
             raise ValueError("at most 16 stop sequences")
         return self
+
+    @model_validator(mode="after")
+    def _supported(self) -> ChatCompletionRequest:
+        for name, reason in _UNSUPPORTED.items():
+            if self._asks_for(name):
+                raise PydanticCustomError(
+                    UNSUPPORTED_PARAMETER,
+                    "Unsupported parameter: '{param}': {reason}",
+                    {"param": name, "reason": reason},
+                )
+        return self
+
+    def _asks_for(self, name: str) -> bool:
+        value = getattr(self, name)
+        if name == "modalities":
+            return any(modality != "text" for modality in value or ())
+        if name == "tools":
+            return bool(value) and self.tool_choice != "none"
+        if name == "functions":
+            return bool(value) and self.function_call != "none"
+        if name in ("tool_choice", "function_call"):
+            return value not in (None, "none", "auto")
+        return value is not None
+
+    @property
+    def token_bias(self) -> dict[int, float] | None:
+        """`logit_bias` with token ids as ints, as vLLM takes it."""
+        if not self.logit_bias:
+            return None
+        return {int(token): bias for token, bias in self.logit_bias.items()}
 
     @property
     def token_limit(self) -> int | None:

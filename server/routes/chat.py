@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -17,18 +18,22 @@ from .. import responses
 from ..auth import require_api_key
 from ..chat_encoding import DONE_EVENT, ChatEncoder
 from ..engine import Engine
-from ..errors import APIError
+from ..errors import APIError, GenerationAborted, GenerationFailed, documented_errors
 from ..inputs import EngineInput
 from ..pipeline import load_chat_inputs, plan_chat, serving_engine
+from ..request_ids import request_id as request_id_of
 from ..sampling import sampling_kwargs
 from ..schemas import ChatCompletionRequest
 
 router = APIRouter(tags=["chat"])
+logger = logging.getLogger(__name__)
 
 # How often a non-streaming request checks whether its client has gone.
 _DISCONNECT_POLL_S = 0.5
 # nginx's status for "client closed request"; only ever seen in our metrics.
 _CLIENT_CLOSED = 499
+# vLLM finish reasons that end a generation without an answer.
+_FAILURES = {"abort": GenerationAborted, "error": GenerationFailed}
 
 
 @router.post(
@@ -36,15 +41,15 @@ _CLIENT_CLOSED = 499
     dependencies=[Depends(require_api_key)],
     response_model=ChatCompletion,
     summary="Create a chat completion (OpenAI-compatible; streams SSE when `stream` is true)",
-    responses={
-        400: {"description": "Bad content (media, prompt, parameters)"},
-        401: {"description": "Missing or wrong API key"},
-        404: {"description": "Unknown model"},
-        413: {"description": "Request body or media too large"},
-        422: {"description": "Invalid fields"},
-        429: {"description": "Too many concurrent requests (see Retry-After)"},
-        503: {"description": "Engine not available"},
-    },
+    responses=documented_errors({
+        400: "Invalid, unsupported or unknown fields; bad content (media, prompt, parameters)",
+        401: "Missing or wrong API key",
+        404: "Unknown model",
+        413: "Request body or media too large",
+        429: "Too many concurrent requests (see Retry-After)",
+        500: "The engine failed the generation (`generation_failed`)",
+        503: "Engine not available, or the generation was aborted (`generation_aborted`, e.g. at shutdown)",
+    }),
 )
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     state = request.app.state
@@ -57,8 +62,9 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     # The concurrency slot was taken before the body was read (server/admission.py).
     engine_input = await load_chat_inputs(state, engine, plan)
     _record_media(state.metrics, engine_input)
-    request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    encoder = ChatEncoder(body, request_id, info.name, engine_input.image_sizes)
+    # Also vLLM's request id: the X-Request-Id ties the answer, our logs and the engine's together.
+    completion_id = f"chatcmpl-{request_id_of(request)}"
+    encoder = ChatEncoder(body, completion_id, info.name, engine_input.image_sizes)
     call = _Call(engine, engine_input, sampling, encoder, started, state.metrics)
     if body.stream:
         return await call.stream()
@@ -94,12 +100,31 @@ class _Call:
         self.started = started
         self.metrics = metrics
 
-    def _outputs(self, *, stream: bool) -> AsyncIterator[Any]:
-        return self.engine.generate(self.input.prompt, self.sampling, self.encoder.request_id, stream=stream)
+    async def _outputs(self, *, stream: bool) -> AsyncIterator[Any]:
+        """The engine's outputs, up to a finished one; a generation it gave up on is an error, not an answer."""
+        generation = self.engine.generate(self.input.prompt, self.sampling, self.encoder.request_id, stream=stream)
+        # aclosing: closing this generator must close the engine's at once (that aborts it there).
+        async with contextlib.aclosing(generation) as outputs:
+            finished = False
+            async for output in outputs:
+                for completion in output.outputs:
+                    failure = _FAILURES.get(completion.finish_reason)
+                    if failure is not None:
+                        raise failure()
+                finished = output.finished
+                yield output
+            if not finished:
+                raise GenerationAborted()
 
     def _count_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
         self.metrics.prompt_tokens.inc(prompt_tokens)
         self.metrics.completion_tokens.inc(completion_tokens)
+        # One line per answered request; the log format adds its X-Request-Id.
+        logger.info(
+            "chat completion: %d prompt + %d completion tokens, %d images (%d tiles), %d videos, %.2f s",
+            prompt_tokens, completion_tokens, len(self.input.tiles_per_image),
+            sum(self.input.tiles_per_image), len(self.input.frames_per_video), time.perf_counter() - self.started,
+        )
 
     async def complete(self, request: Request) -> Response:
         submitted = time.perf_counter()
@@ -117,26 +142,23 @@ class _Call:
         finally:
             if not task.done():
                 task.cancel()
-        prompt_tokens, completions, first_token_latency = task.result()
-        if first_token_latency:
-            self.metrics.time_to_first_token.observe(submitted - self.started + first_token_latency)
-        completion = self.encoder.completion(prompt_tokens, completions)
-        self._count_tokens(prompt_tokens, completion.usage.completion_tokens)
+        collected = task.result()
+        if collected.first_token_latency:
+            self.metrics.time_to_first_token.observe(submitted - self.started + collected.first_token_latency)
+        completion = self.encoder.completion(
+            collected.prompt_tokens, collected.cached_tokens, list(collected.completions.values())
+        )
+        self._count_tokens(collected.prompt_tokens, completion.usage.completion_tokens)
         return JSONResponse(responses.to_json(completion))
 
-    async def _collect(self) -> tuple[int, list[Any], float | None]:
-        completions: dict[int, Any] = {}
-        prompt_tokens = 0
-        first_token_latency = None
+    async def _collect(self) -> _Collected:
+        collected = _Collected()
         async for output in self._outputs(stream=False):
-            if output.prompt_token_ids is not None:
-                prompt_tokens = len(output.prompt_token_ids)
-            for completion in output.outputs:
-                completions[completion.index] = completion
+            collected.add(output)
             stats = getattr(output, "metrics", None)
             if stats is not None and getattr(stats, "first_token_latency", 0):
-                first_token_latency = stats.first_token_latency
-        return prompt_tokens, list(completions.values()), first_token_latency
+                collected.first_token_latency = stats.first_token_latency
+        return collected
 
     async def stream(self) -> StreamingResponse:
         outputs = self._outputs(stream=True)
@@ -165,28 +187,46 @@ class _Call:
 
     async def _events(self, first: Any, outputs: AsyncIterator[Any]) -> AsyncIterator[str]:
         encoder = self.encoder
-        token_counts: dict[int, int] = {}
-        prompt_tokens = 0
+        counts = _Collected()
         try:
             yield encoder.opening_event()
             output = first
             while output is not None:
-                if output.prompt_token_ids is not None:
-                    prompt_tokens = len(output.prompt_token_ids)
-                for completion in output.outputs:
-                    token_counts[completion.index] = token_counts.get(completion.index, 0) + len(completion.token_ids)
+                counts.add(output)
                 event = encoder.delta_event(output)
                 if event is not None:
                     yield event
                 output = await anext(outputs, None)
-            completion_tokens = sum(token_counts.values())
-            self._count_tokens(prompt_tokens, completion_tokens)
-            usage = encoder.usage_event(prompt_tokens, completion_tokens)
+            self._count_tokens(counts.prompt_tokens, counts.completion_tokens)
+            usage = encoder.usage_event(counts.prompt_tokens, counts.completion_tokens, counts.cached_tokens)
             if usage is not None:
                 yield usage
         except APIError as error:
             yield encoder.error_event(error)
         yield DONE_EVENT
+
+
+@dataclass
+class _Collected:
+    """What a generation's outputs add up to: its choices and token counts."""
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completions: dict[int, Any] = field(default_factory=dict)
+    completion_tokens: int = 0
+    first_token_latency: float | None = None
+
+    def add(self, output: Any) -> None:
+        # Outputs carry only new tokens: each streamed step's (DELTA), or the one final output.
+        if output.prompt_token_ids is not None:
+            self.prompt_tokens = len(output.prompt_token_ids)
+        # vLLM's count of prompt tokens served from its prefix cache (known after prefill).
+        cached = getattr(output, "num_cached_tokens", None)
+        if cached is not None:
+            self.cached_tokens = cached
+        for completion in output.outputs:
+            self.completion_tokens += len(completion.token_ids)
+            self.completions[completion.index] = completion
 
 
 class _ClosingStreamingResponse(StreamingResponse):

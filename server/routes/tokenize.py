@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from ..auth import require_api_key
+from ..errors import documented_errors
 from ..pipeline import load_chat_inputs, plan_chat, serving_engine
 from ..schemas import (
     DetokenizeRequest,
@@ -21,13 +22,12 @@ from ..schemas import (
 
 router = APIRouter(tags=["tokenize"], dependencies=[Depends(require_api_key)])
 
-_ERRORS = {
-    400: {"description": "Bad content (media, prompt, token ids)"},
-    401: {"description": "Missing or wrong API key"},
-    404: {"description": "Unknown model"},
-    422: {"description": "Invalid fields"},
-    503: {"description": "Engine not available"},
-}
+_ERRORS = documented_errors({
+    400: "Invalid fields; bad content (media, prompt, token ids)",
+    401: "Missing or wrong API key",
+    404: "Unknown model",
+    503: "Engine not available",
+})
 
 
 @router.post(

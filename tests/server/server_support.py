@@ -48,6 +48,7 @@ class FakeOutput:
     outputs: list[FakeCompletion]
     finished: bool
     metrics: Any = None
+    num_cached_tokens: int | None = None
 
 
 @dataclass
@@ -55,6 +56,11 @@ class FakeEngine:
     reply: str = "hello world"
     alive: bool = True
     delay_s: float = 0.0
+    # How the last output finishes ("abort": as vLLM reports an aborted request).
+    finish_reason: str = "stop"
+    # What the outputs report as served from the prefix cache (None: not reported).
+    cached_tokens: int | None = None
+    version: str = "fake-engine-1.0"
     info: ModelInfo = field(
         default_factory=lambda: ModelInfo(
             name=FAKE_MODEL,
@@ -84,24 +90,23 @@ class FakeEngine:
                     piece = word if position == 0 else " " + word
                     yield FakeOutput(
                         prompt_ids if position == 0 else None,
-                        [FakeCompletion(i, piece, [position], "stop" if last else None) for i in range(sampling["n"])],
+                        [FakeCompletion(i, piece, [position], self.finish_reason if last else None) for i in range(sampling["n"])],
                         last,
+                        num_cached_tokens=self.cached_tokens if position == 0 else None,
                     )
             else:
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 yield FakeOutput(
                     prompt_ids,
-                    [FakeCompletion(i, self.reply, list(range(len(words))), "stop") for i in range(sampling["n"])],
+                    [FakeCompletion(i, self.reply, list(range(len(words))), self.finish_reason) for i in range(sampling["n"])],
                     True,
+                    num_cached_tokens=self.cached_tokens,
                 )
             finished = True
         finally:
             if not finished:
                 self.aborted.append(request_id)
-
-    async def abort(self, request_id: str) -> None:
-        self.aborted.append(request_id)
 
     async def tokenize(self, prompt, *, add_special_tokens=None):
         self.calls.append({"tokenize": prompt, "add_special_tokens": add_special_tokens})

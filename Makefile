@@ -1,9 +1,13 @@
 # One entry point for people and CI. `make test` on a fresh machine with Python 3.11
-# creates .venv, installs the project with vLLM's CPU build, and runs the suite.
+# creates .venv, installs the project with vLLM's CPU build (and Debian's Chromium for the
+# browser test), and runs the suite.
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-cpu
+# The playground's browser test drives Debian's Chromium (apt needs root, or sudo).
+CHROMIUM := /usr/bin/chromium
+APT := $(if $(filter 0,$(shell id -u)),,sudo) apt-get
 
 .PHONY: install test serve clean
 
@@ -17,7 +21,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
-test: $(STAMP)
+$(CHROMIUM):
+	$(APT) update -q
+	DEBIAN_FRONTEND=noninteractive $(APT) install -y -q chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 # With no --model, internvl-serve generates and serves the tiny random-weight demo model.

@@ -21,8 +21,10 @@ from .auth import ApiKeys, unauthorized
 from .errors import APIError, TooManyRequests, error_response
 from .limits import ConcurrencyLimit
 
-# Never need a key: probes and the (static) API description.
-PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# Never need a key: probes, the (static) API description and the playground page,
+# whose API calls then send the key typed into it.
+PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/"})
+PUBLIC_PREFIXES = ("/playground/",)  # the playground's static assets
 METRICS_PATH = "/metrics"
 # Requests that do work worth limiting (generation, or fetching and decoding media):
 # each holds one concurrency slot.
@@ -103,7 +105,7 @@ class Admission:
         if not self.keys.required:
             return False
         path = scope["path"]
-        if path in PUBLIC_PATHS:
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             return False
         if path == METRICS_PATH:
             return self.metrics_require_key

@@ -20,7 +20,7 @@ from .media import MediaFetcher
 from .metrics import Metrics
 from .observe import RequestMetrics
 from .request_ids import install as install_request_ids
-from .routes import chat, health, metrics, models, tokenize
+from .routes import chat, health, metrics, models, playground, tiling, tokenize
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ directory), with `detail` (`low` = one tile) and the extension `max_tiles`.
 Videos: `video_url` parts (a video file; `num_frames`, `start`, `end`) or a list of
 frames: `{"type": "video_frames", "video_frames": {"urls": [...]}}`.
 Grounded answers carry `message.grounding`: boxes in pixels of the last image.
+A playground page is served at `/`; `GET /v1/internvl/tiling` previews an image's tile grid.
 """
 
 
@@ -84,7 +85,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, fetcher: Med
     app.state.api_keys = ApiKeys(settings.api_keys)
 
     install_error_handlers(app)
-    for module in (chat, tokenize, models, health, metrics):
+    for module in (chat, tokenize, tiling, models, health, metrics, playground):
         app.include_router(module.router)
     # Added last = outermost. Admission runs before the body is read (the size
     # limit may read a chunked one); the request metrics also see 401/413/429s.

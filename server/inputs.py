@@ -45,6 +45,10 @@ class TileRule:
     min_tiles: int = 1
     use_thumbnail: bool = True
 
+    def bounds(self, budget: int) -> dict[str, int]:
+        """`find_grid`'s tile range for an image with this budget: a budget below the model's minimum wins."""
+        return {"min_tiles": min(self.min_tiles, budget), "max_tiles": budget}
+
 
 async def load_inputs(
     plan: PromptPlan, fetcher: MediaFetcher, executor: Executor, settings: Settings, rule: TileRule
@@ -168,12 +172,7 @@ class TiledImage:
 def _tile_image(data: bytes, spec: ImageSpec, settings: Settings, rule: TileRule) -> TiledImage:
     """Decode and tile on a worker thread; the engine gets finished uint8 tiles."""
     image = _decode_image(data, settings, spec.param)
-    tiles = tile_image_uint8(
-        image,
-        min_tiles=min(rule.min_tiles, spec.max_tiles),
-        max_tiles=spec.max_tiles,
-        use_thumbnail=rule.use_thumbnail,
-    )
+    tiles = tile_image_uint8(image, use_thumbnail=rule.use_thumbnail, **rule.bounds(spec.max_tiles))
     digest = hashlib.sha256(data).hexdigest()
     return TiledImage(image.size, tiles, f"{digest}-{rule.min_tiles}-{spec.max_tiles}-{rule.use_thumbnail}")
 

@@ -30,7 +30,11 @@ def plan_chat(state: Any, engine: Engine, body: ChatPrompt) -> PromptPlan:
     return plan_prompt(body, engine.info.template, state.settings)
 
 
+def tile_rule(engine: Engine) -> TileRule:
+    """The served model's tiling settings (its config.json)."""
+    return TileRule(engine.info.min_tiles, engine.info.use_thumbnail)
+
+
 async def load_chat_inputs(state: Any, engine: Engine, plan: PromptPlan) -> EngineInput:
     """Fetch, decode and tile the plan's media (off the event loop) into the engine's input."""
-    info = engine.info
-    return await load_inputs(plan, state.fetcher, state.executor, state.settings, TileRule(info.min_tiles, info.use_thumbnail))
+    return await load_inputs(plan, state.fetcher, state.executor, state.settings, tile_rule(engine))

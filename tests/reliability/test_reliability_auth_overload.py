@@ -1,8 +1,8 @@
 """Auth on every route, and overload answered with 429 + Retry-After at once.
 
 Auth policy, with keys configured: every route needs `Authorization: Bearer
-<key>` except /health (probes) and the API description (/docs, /redoc,
-/openapi.json: static, no data). /metrics needs the key when
+<key>` except /health (probes), the API description (/docs, /redoc,
+/openapi.json: static, no data) and the playground's static page and assets. /metrics needs the key when
 --metrics-require-key is set; without it /metrics stays open for scrapers on
 a private network (tests/server checks that default)."""
 
@@ -22,7 +22,8 @@ from server.settings import Settings
 from server_support import FAKE_MODEL, FakeEngine
 
 KEYS = ["first-key", "second-key"]
-PUBLIC = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+PLAYGROUND_ASSET = "/playground/playground.js"
+PUBLIC = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/", PLAYGROUND_ASSET}
 
 
 def _client(**settings) -> TestClient:
@@ -34,11 +35,12 @@ def _requests(app):
     """(method, concrete path, json body) for every route of the app."""
     body = {"model": FAKE_MODEL, "messages": [{"role": "user", "content": "hi"}]}
     bodies = {"/detokenize": {"model": FAKE_MODEL, "tokens": [104, 105]}}
+    queries = {"/v1/internvl/tiling": "?width=800&height=600"}
     for route in app.routes:
-        path = route.path.replace("{model_id:path}", FAKE_MODEL)
+        path = route.path.replace("{model_id:path}", FAKE_MODEL).replace("/playground/{name}", PLAYGROUND_ASSET)
         methods = route.methods if isinstance(route, APIRoute) else getattr(route, "methods", {"GET"})
         for method in sorted(methods - {"HEAD"}):
-            yield method, path, bodies.get(path, body) if method == "POST" else None
+            yield method, path + queries.get(path, ""), bodies.get(path, body) if method == "POST" else None
 
 
 BAD_HEADERS = [

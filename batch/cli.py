@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         "OpenAI-compatible server (such as internvl-serve). Results are appended to the output as they arrive; "
         "rerun the same command after an interruption and it resumes, writing every custom_id exactly once.",
         epilog="Exit status: 0 all succeeded; 1 some requests failed or input lines were bad (see the output's "
-        "error lines and the messages above); 2 nothing could run (bad arguments, unreadable input, output in use).",
+        "error lines and the messages above; --retry-failed reruns failed requests); boxes that could not be drawn "
+        "do not change it; 2 nothing could run (bad arguments, unreadable input, output in use).",
     )
     parser.add_argument("input", nargs="?", type=Path, metavar="INPUT.jsonl",
                         help="Batch API input: one {custom_id, method, url, body} object per line.")
@@ -70,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     run_group = parser.add_argument_group("run")
     run_group.add_argument("--media-root", type=Path,
                            help="Folder relative local media paths are read from (default: INPUT's folder).")
+    run_group.add_argument("--retry-failed", action="store_true",
+                           help="Also send again the custom_ids whose line in OUTPUT is an error or a non-2xx "
+                           "response, and replace those lines with the new results (success or new error); "
+                           "successful lines stay as they are. Works in both modes and resumes like any run. "
+                           "The new lines wait in OUTPUT.retry-journal until every retry is in, then OUTPUT is "
+                           "rewritten by one atomic rename: an interruption leaves the old OUTPUT, and the same "
+                           "command carries on from the journal.")
+    run_group.add_argument("--draw-boxes", type=Path, metavar="DIR",
+                           help="After the run, save every grounded answer's image with its boxes and labels drawn "
+                           "as DIR/<custom_id, sanitised>-<hash>.png (local files and data: URLs; http(s) images are "
+                           "not fetched). Images that cannot be drawn are listed in the summary, never fail the run.")
     run_group.add_argument("--summary-json", type=Path, help="Also write the closing summary here as JSON.")
     run_group.add_argument("--no-progress", action="store_true", help="No progress bar.")
     run_group.add_argument("-v", "--verbose", action="store_true", help="Log every retry.")
@@ -122,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         base_url=args.base_url, api_key=args.api_key, concurrency=args.concurrency, timeout_s=args.timeout,
         connect_timeout_s=args.connect_timeout, media_root=media_root, model=args.model,
         policy=RetryPolicy(args.max_retries, args.retry_base_delay, args.retry_max_delay),
-        progress=not args.no_progress,
+        progress=not args.no_progress, retry_failed=args.retry_failed, draw_boxes=args.draw_boxes,
     )
     try:
         summary = asyncio.run(run(parsed, args.output, config))
@@ -132,9 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (httpx.HTTPError, RuntimeError) as exc:  # asking the server for its model failed
         print(f"internvl-batch: cannot get the model from {args.base_url}: {exc}; pass --model", file=sys.stderr)
         return EXIT_UNUSABLE
+    except OSError as exc:  # e.g. a full disk while rewriting the output for --retry-failed
+        print(f"internvl-batch: cannot write {args.output}: {exc}; the same command resumes", file=sys.stderr)
+        return EXIT_UNUSABLE
     except KeyboardInterrupt:
         # Every finished result is already on disk; the same command resumes.
-        print("internvl-batch: interrupted; rerun the same command to resume", file=sys.stderr)
+        print("internvl-batch: interrupted; rerun the same command to resume"
+              + (" (the output is unchanged until every retry is in)" if args.retry_failed else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
     print(summary.render(), file=sys.stderr)
     if args.summary_json is not None:

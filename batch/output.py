@@ -27,10 +27,13 @@ class ResumeState:
     done: set[str] = field(default_factory=set)
     # custom_ids whose earlier result was an error line or a non-2xx response.
     failed: set[str] = field(default_factory=set)
+    # Each line's own `id` (batch_req_<uuid>, unique per result): tells whether a
+    # --retry-failed journal has already been merged into this file.
+    record_ids: set[str] = field(default_factory=set)
     torn_bytes: int = 0
 
 
-def _is_failure(record: dict[str, Any]) -> bool:
+def is_failure(record: dict[str, Any]) -> bool:
     response = record.get("response") or {}
     return record.get("error") is not None or not 200 <= int(response.get("status_code") or 0) < 300
 
@@ -49,7 +52,9 @@ def scan(data: bytes) -> tuple[ResumeState, int]:
         except (ValueError, TypeError, KeyError):
             raise OutputError(f"line {number} of the output is not a batch result line; refusing to append to it") from None
         state.done.add(custom_id)
-        if _is_failure(record):
+        if isinstance(record.get("id"), str):
+            state.record_ids.add(record["id"])
+        if is_failure(record):
             state.failed.add(custom_id)
         else:
             state.failed.discard(custom_id)
@@ -93,6 +98,11 @@ class OutputWriter:
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
+        os.fsync(self._fd)
+
+    def discard_all(self) -> None:
+        """Empty the file (a journal that has already been merged)."""
+        os.ftruncate(self._fd, 0)
         os.fsync(self._fd)
 
     async def write(self, record: dict[str, Any]) -> None:

@@ -1,4 +1,9 @@
-"""One run: resume the output, send what is left with bounded concurrency, report."""
+"""One run: resume the output, send what is left with bounded concurrency, report.
+
+With --retry-failed, earlier failures are sent again too; their new lines go to the
+journal and are merged into the output once all are in (rewrite.py). With --draw-boxes,
+grounded answers are drawn once the output is final (draw.py).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,10 @@ from tqdm.auto import tqdm
 
 from .client import Outcome, Sender, endpoint, error_line
 from .inputs import BatchRequest, ParsedInput
-from .output import OutputWriter
+from .draw import draw_output
+from .output import OutputWriter, ResumeState
 from .retry import RetryPolicy
+from .rewrite import apply_journal, journal_path
 from .summary import Summary
 
 
@@ -30,6 +37,8 @@ class RunConfig:
     media_root: Path = Path(".")
     model: str | None = None  # for requests whose body names none
     progress: bool = True
+    retry_failed: bool = False  # send earlier failures again and replace their lines
+    draw_boxes: Path | None = None  # folder for images with their grounding boxes drawn
 
 
 def _stderr(message: str) -> None:
@@ -72,28 +81,63 @@ def _http_client(config: RunConfig) -> httpx.AsyncClient:
     )
 
 
+def _open_journal(output: Path, state: ResumeState, report: Callable[[str], None]) -> tuple[OutputWriter, ResumeState]:
+    """The retry journal, emptied if an earlier run already merged it (killed before removing it)."""
+    journal = OutputWriter(journal_path(output))
+    journal_state = journal.open()
+    if journal_state.record_ids & state.record_ids:
+        journal.discard_all()
+        journal_state = ResumeState()
+    elif journal_state.done:
+        report(f"resuming an interrupted --retry-failed: {len(journal_state.done)} retried results already in "
+               f"{journal.path}")
+    return journal, journal_state
+
+
+def _note_leftover_journal(output: Path, report: Callable[[str], None]) -> None:
+    if journal_path(output).exists():
+        report(f"{journal_path(output)} holds results of an unfinished --retry-failed run; rerun with "
+               "--retry-failed to merge them (this run leaves those custom_ids alone)")
+
+
 async def run(parsed: ParsedInput, output: Path, config: RunConfig, report: Callable[[str], None] = _stderr) -> Summary:
     summary = Summary(total=len(parsed.requests) + len(parsed.rejected))
     report_input_problems(parsed, summary, report)
     writer = OutputWriter(output)
     state = writer.open()
+    journal, retrying = None, set()
     started = time.monotonic()
     try:
         summary.torn_bytes_dropped = state.torn_bytes
-        rejected = [p for p in parsed.rejected if p.custom_id not in state.done]
-        pending = [r for r in parsed.requests if r.custom_id not in state.done]
+        in_input = {r.custom_id for r in parsed.requests} | {p.custom_id for p in parsed.rejected}
+        if config.retry_failed:
+            journal, journal_state = _open_journal(output, state, report)
+            # Failures already retried by an interrupted --retry-failed are done for this round.
+            retrying = (state.failed & in_input) - journal_state.done
+            summary.retried_failures = len(retrying)
+            if state.failed - in_input:
+                report(f"{len(state.failed - in_input)} failed custom_ids in {output} are not in this input "
+                       "and stay as they are")
+        else:
+            _note_leftover_journal(output, report)
+            if state.failed:
+                # Rerunning them here would write a second line for the same custom_id.
+                report(f"{len(state.failed)} earlier results in {output} are failures and stay as they are; "
+                       "rerun with --retry-failed to run them again")
+        rejected = [p for p in parsed.rejected if p.custom_id not in state.done or p.custom_id in retrying]
+        pending = [r for r in parsed.requests if r.custom_id not in state.done or r.custom_id in retrying]
         summary.skipped = summary.total - len(pending) - len(rejected)
         if summary.skipped:
             report(f"resuming: {summary.skipped} custom_ids already in {output}, {len(pending) + len(rejected)} to go")
-        if state.failed:
-            # Rerunning them would write a second line for the same custom_id.
-            report(f"{len(state.failed)} earlier results in {output} are failures and stay as they are; "
-                   "remove their lines to run them again")
+        if retrying:
+            report(f"retrying {len(retrying)} earlier failures")
         bar = tqdm(total=len(pending) + len(rejected), unit="req", dynamic_ncols=True, disable=not config.progress,
                    file=sys.stderr, desc="batch")
 
         async def record(outcome: Outcome) -> None:
-            await writer.write(outcome.record)
+            # A retried failure's new line waits in the journal: the output keeps its old line until the merge.
+            target = journal if outcome.record["custom_id"] in retrying else writer
+            await target.write(outcome.record)
             if outcome.ok:
                 summary.succeeded += 1
                 summary.latencies_s.append(outcome.latency_s)
@@ -127,7 +171,24 @@ async def run(parsed: ParsedInput, output: Path, config: RunConfig, report: Call
                         group.create_task(worker())
             finally:
                 bar.close()
+        if journal is not None:
+            journal.close()
+            journal = None
+            if journal_path(output).stat().st_size:
+                # Only now, with every retry in: an interruption above left the output as it was.
+                await asyncio.to_thread(apply_journal, output)
+            else:
+                journal_path(output).unlink()
     finally:
+        if journal is not None:
+            journal.close()
         writer.close()
         summary.elapsed_s = time.monotonic() - started
+    if config.draw_boxes is not None:
+        bodies = {r.custom_id: r.body for r in parsed.requests}
+        summary.images_drawn, failures = await asyncio.to_thread(
+            draw_output, output, bodies, config.media_root, config.draw_boxes)
+        summary.draw_failures = [{"custom_id": f.custom_id, "message": f.message} for f in failures]
+        for failure in failures[:10]:
+            report(f"boxes not drawn for {failure.custom_id!r}: {failure.message}")
     return summary

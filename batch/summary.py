@@ -19,6 +19,7 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 class Summary:
     total: int = 0  # distinct custom_ids in the input, bad lines with one included
     skipped: int = 0  # already in the output from an earlier run
+    retried_failures: int = 0  # earlier failures sent again (--retry-failed); counted in succeeded/failed
     succeeded: int = 0
     failed: int = 0
     retried_requests: int = 0  # requests that needed at least one retry
@@ -30,6 +31,8 @@ class Summary:
     completion_tokens: int = 0
     latencies_s: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
+    images_drawn: int = 0  # --draw-boxes
+    draw_failures: list[dict[str, str]] = field(default_factory=list)  # {custom_id, message}; never fail the run
 
     def add_usage(self, usage: dict[str, Any] | None) -> None:
         if usage:
@@ -70,6 +73,11 @@ class Summary:
             (f"tokens prompt {self.prompt_tokens}  completion {self.completion_tokens}"
             f"  total {self.prompt_tokens + self.completion_tokens}"),
         ]
+        if self.retried_failures:
+            lines.append(f"earlier failures retried: {self.retried_failures} (their lines replaced in the output)")
+        if self.images_drawn or self.draw_failures:
+            lines.append(f"boxes drawn on {self.images_drawn} images; {len(self.draw_failures)} results not drawn"
+                         + (" (reasons above and in --summary-json)" if self.draw_failures else ""))
         if self.malformed_lines:
             lines.append(f"malformed input lines: {len(self.malformed_lines)} (see above)")
         if self.duplicate_custom_ids:

@@ -3,6 +3,8 @@
 A request's body may carry `"fake": {"key": K, "script": [...], "retry_after": S}`:
 attempt i of key K answers script[i] ("429", "500", "400", "drop" to close the
 connection unanswered, "sleep:SECONDS" then 200), and 200 once the script is used up.
+A 200 carries `message.grounding` when the body's `fake` has "grounding" (or the server
+was made with `grounding=`), as internvl-serve adds it to grounded answers.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ MODEL = "fake-model"
 
 
 class FakeServer:
-    def __init__(self, *, limit: int | None = None, delay_s: float = 0.0, api_key: str | None = None) -> None:
+    def __init__(self, *, limit: int | None = None, delay_s: float = 0.0, api_key: str | None = None,
+                 grounding: list[dict] | None = None) -> None:
+        self.grounding = grounding  # for every answer (simple mode bodies carry no `fake`)
         self.limit = limit  # concurrent requests before 429, like internvl-serve
         self.delay_s = delay_s  # time each successful answer takes
         self.api_key = api_key
@@ -108,17 +112,21 @@ class FakeServer:
                 finally:
                     with server._lock:
                         server.active -= 1
-                self._json(200, completion(body), {"x-request-id": f"req-{len(server.received)}"})
+                answer = completion(body, fake.get("grounding", server.grounding))
+                self._json(200, answer, {"x-request-id": f"req-{len(server.received)}"})
 
         return Handler
 
 
-def completion(body: dict) -> dict:
+def completion(body: dict, grounding: list[dict] | None = None) -> dict:
+    message = {"role": "assistant", "content": "ok"}
+    if grounding is not None:
+        message["grounding"] = grounding
     return {
         "id": f"chatcmpl-{abs(hash(json.dumps(body, sort_keys=True))) % 10**8}",
         "object": "chat.completion",
         "model": body.get("model"),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "length"}],
+        "choices": [{"index": 0, "message": message, "finish_reason": "length"}],
         "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
     }
 

@@ -22,6 +22,7 @@ from .observe import RequestMetrics
 from .request_ids import install as install_request_ids
 from .routes import chat, health, metrics, models, playground, tiling, tokenize
 from .settings import Settings
+from .tile_cache import TileCache
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, fetcher: Med
     app.state.metrics = Metrics()
     app.state.limiter = ConcurrencyLimit(settings.max_concurrent_requests)
     app.state.api_keys = ApiKeys(settings.api_keys)
+    app.state.tile_cache = TileCache(settings.tile_cache_mib * 2**20)
 
     install_error_handlers(app)
     for module in (chat, tokenize, tiling, models, health, metrics, playground):

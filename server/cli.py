@@ -109,6 +109,9 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--max-concurrent-requests", type=int, help="Requests at once; more get 429 (default 64).")
     limits.add_argument("--max-n", type=int, help="Largest `n` (choices per request) (default 8).")
     limits.add_argument("--preprocess-workers", type=int, help="Threads decoding and sampling media (default 4).")
+    limits.add_argument("--tile-cache-mib", type=int,
+                        help="MiB of tiled images kept by content, so that a resent image is not decoded and tiled "
+                        "again (default 512; 0 turns it off).")
 
     media = group("media", "Fetching images and videos: timeouts, SSRF protection, local files.")
     media.add_argument("--media-connect-timeout", type=float, help="Seconds to connect to a media host (default 5).")

@@ -27,6 +27,7 @@ from .errors import BadRequest
 from .media import MediaBudget, MediaFetcher
 from .prompt import ImageSpec, PromptPlan, VideoSpec
 from .settings import Settings
+from .tile_cache import TileCache
 
 
 @dataclass
@@ -51,13 +52,18 @@ class TileRule:
 
 
 async def load_inputs(
-    plan: PromptPlan, fetcher: MediaFetcher, executor: Executor, settings: Settings, rule: TileRule
+    plan: PromptPlan,
+    fetcher: MediaFetcher,
+    executor: Executor,
+    settings: Settings,
+    rule: TileRule,
+    cache: TileCache | None = None,
 ) -> EngineInput:
     started = time.perf_counter()
     if not plan.images and not plan.videos:
         images, videos = [], []
     else:
-        images, videos = await _load_media(plan, fetcher, executor, settings, rule)
+        images, videos = await _load_media(plan, fetcher, executor, settings, rule, cache)
     prompt: dict[str, Any] = {"prompt": plan.prompt}
     multi_modal_data: dict[str, list] = {}
     if images:
@@ -79,7 +85,8 @@ async def load_inputs(
 
 
 async def _load_media(
-    plan: PromptPlan, fetcher: MediaFetcher, executor: Executor, settings: Settings, rule: TileRule
+    plan: PromptPlan, fetcher: MediaFetcher, executor: Executor, settings: Settings, rule: TileRule,
+    cache: TileCache | None,
 ) -> tuple[list[TiledImage], list[np.ndarray]]:
     """Fetch and decode every item, within one deadline, stopping early when the client goes.
 
@@ -106,7 +113,7 @@ async def _load_media(
 
     async def image(spec: ImageSpec) -> TiledImage:
         data = await fetch(spec.url, f"{spec.param}.image_url.url")
-        return await run(_tile_image, data, spec, settings, rule)
+        return await run(_tile_image, data, spec, settings, rule, cache)
 
     async def frame(url: str, param: str) -> np.ndarray:
         # Each frame is shrunk to its tile as soon as it is decoded, and its
@@ -169,12 +176,22 @@ class TiledImage:
     content_id: str
 
 
-def _tile_image(data: bytes, spec: ImageSpec, settings: Settings, rule: TileRule) -> TiledImage:
-    """Decode and tile on a worker thread; the engine gets finished uint8 tiles."""
+def _tile_image(data: bytes, spec: ImageSpec, settings: Settings, rule: TileRule, cache: TileCache | None) -> TiledImage:
+    """Decode and tile on a worker thread; the engine gets finished uint8 tiles.
+
+    The content id names exactly what the tiles depend on (the bytes, the model's
+    rule, the budget): it keys our cache of tiled images and vLLM's caches alike.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    content_id = f"{digest}-{rule.min_tiles}-{spec.max_tiles}-{rule.use_thumbnail}"
+    if cache is not None and (cached := cache.get(content_id)) is not None:
+        return cached
     image = _decode_image(data, settings, spec.param)
     tiles = tile_image_uint8(image, use_thumbnail=rule.use_thumbnail, **rule.bounds(spec.max_tiles))
-    digest = hashlib.sha256(data).hexdigest()
-    return TiledImage(image.size, tiles, f"{digest}-{rule.min_tiles}-{spec.max_tiles}-{rule.use_thumbnail}")
+    tiled = TiledImage(image.size, tiles, content_id)
+    if cache is not None:
+        cache.put(content_id, tiled, tiles.numel() * tiles.element_size())
+    return tiled
 
 
 def _decode_image(data: bytes, settings: Settings, param: str) -> Image.Image:

@@ -37,4 +37,4 @@ def tile_rule(engine: Engine) -> TileRule:
 
 async def load_chat_inputs(state: Any, engine: Engine, plan: PromptPlan) -> EngineInput:
     """Fetch, decode and tile the plan's media (off the event loop) into the engine's input."""
-    return await load_inputs(plan, state.fetcher, state.executor, state.settings, tile_rule(engine))
+    return await load_inputs(plan, state.fetcher, state.executor, state.settings, tile_rule(engine), state.tile_cache)

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     )
     media_local_dir: Path | None = Field(None, description="file:// URLs are served only from under this directory.")
     preprocess_workers: int = Field(4, ge=1)
+    tile_cache_mib: int = Field(
+        512, ge=0, description="MiB of tiled images kept by content for resent images (0: off)."
+    )
 
     # Shutdown.
     drain_timeout: float = Field(30.0, ge=0, description="Seconds to let in-flight requests finish on SIGTERM.")

@@ -68,3 +68,27 @@ def test_e2e_smoke_against_live_server(live_server, tmp_path):
         "--json", str(tmp_path / "e2e.json"), timeout=300,
     )
     assert "single 13-tile request" in out
+
+
+@pytest.mark.slow
+def test_ab_smoke_against_live_server(live_server, tmp_path):
+    """The interleaved A/B harness with the live server as both sides: every workload and
+    round measured on both, ratios with their spread, and identical prompts on both."""
+    import json
+
+    report_path = tmp_path / "ab.json"
+    out = run_script(
+        "bench_ab.py", "--smoke", "--urls", live_server.base_url, live_server.base_url, "--api-key", API_KEY,
+        "--json", str(report_path), timeout=300,
+    )
+    assert "median over rounds" in out
+    table = json.loads(report_path.read_text())["table"]
+    assert {row["workload"] for row in table} == {"fresh", "multiturn", "documents"}
+    for row in table:
+        assert row["requests_per_s_ratio"]["rounds"] == 2 == len(row["rounds"])
+        assert row["requests_per_s_ratio"]["min"] <= row["requests_per_s_ratio"]["median"] <= row["requests_per_s_ratio"]["max"]
+        assert row["prompt_tokens"]["a"] == row["prompt_tokens"]["b"] and row["errors"] == {"a": 0, "b": 0}
+    documents = next(row for row in table if row["workload"] == "documents")
+    assert min(documents["prompt_tokens"]["a"]) > 13 * 256  # 13 tiles of 256 tokens each
+    turns = next(row for row in table if row["workload"] == "multiturn")["prompt_tokens"]["a"]
+    assert len(turns) >= 4  # each of the 4 turns resends a longer history

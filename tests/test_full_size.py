@@ -10,7 +10,6 @@ is tested on tiny checkpoints with real random weights (tests/test_plugin_parity
 
 import json
 import math
-import os
 
 import pytest
 from vllm import SamplingParams
@@ -22,17 +21,7 @@ from tests.test_plugin_parity import make_image
 pytestmark = pytest.mark.slow
 
 
-# Phi-3 at full size (4B) takes as long as the other two together on 2 cores: run it
-# with INTERNVL_TEST_FULL_SIZE=all (its shapes at tiny scale are in test_plugin_parity).
-ALL_SIZES = os.environ.get("INTERNVL_TEST_FULL_SIZE") == "all"
-FAMILIES = [
-    "InternVL2-1B",
-    "InternVL2-2B",
-    pytest.param("InternVL2-4B", marks=pytest.mark.skipif(not ALL_SIZES, reason="INTERNVL_TEST_FULL_SIZE=all")),
-]
-
-
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ["InternVL2-1B", "InternVL2-2B", "InternVL2-4B"])
 def test_full_size_generates_from_an_image(family, checkpoint):
     path = checkpoint(family, "full")
     template = get_template(json.loads((path / "config.json").read_text())["template"])

@@ -116,7 +116,7 @@ class _Call:
             if not finished:
                 raise GenerationAborted()
 
-    def _count_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
+    def _record_answer(self, prompt_tokens: int, completion_tokens: int) -> None:
         self.metrics.prompt_tokens.inc(prompt_tokens)
         self.metrics.completion_tokens.inc(completion_tokens)
         # One line per answered request; the log format adds its X-Request-Id.
@@ -148,7 +148,7 @@ class _Call:
         completion = self.encoder.completion(
             collected.prompt_tokens, collected.cached_tokens, list(collected.completions.values())
         )
-        self._count_tokens(collected.prompt_tokens, completion.usage.completion_tokens)
+        self._record_answer(collected.prompt_tokens, completion.usage.completion_tokens)
         return JSONResponse(responses.to_json(completion))
 
     async def _collect(self) -> _Collected:
@@ -197,7 +197,7 @@ class _Call:
                 if event is not None:
                     yield event
                 output = await anext(outputs, None)
-            self._count_tokens(counts.prompt_tokens, counts.completion_tokens)
+            self._record_answer(counts.prompt_tokens, counts.completion_tokens)
             usage = encoder.usage_event(counts.prompt_tokens, counts.completion_tokens, counts.cached_tokens)
             if usage is not None:
                 yield usage

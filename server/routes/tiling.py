@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from preprocessing import MAX_TILES, TOKENS_PER_TILE, find_grid, num_tiles
 
 from ..auth import require_api_key
-from ..errors import BadRequest
+from ..errors import BadRequest, documented_errors
 from ..pipeline import plan_chat, serving_engine, tile_rule
 from ..schemas import ChatPrompt
 
@@ -41,7 +41,11 @@ class TilingPlan(BaseModel):
     dependencies=[Depends(require_api_key)],
     response_model=TilingPlan,
     summary="The tile grid an image of this size gets in a chat request (the playground's preview)",
-    responses={400: {"description": "Budget over the server's limit"}, 401: {"description": "Missing or wrong API key"}},
+    responses=documented_errors({
+        400: "Invalid size or budget, or a budget over the server's limit",
+        401: "Missing or wrong API key",
+        503: "Engine not available",
+    }),
 )
 async def tiling(
     request: Request,

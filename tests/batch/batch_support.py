@@ -10,8 +10,14 @@ was made with `grounding=`), as internvl-serve adds it to grounded answers.
 from __future__ import annotations
 
 import json
+import os
+import random
+import signal
+import subprocess
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
@@ -166,3 +172,32 @@ def make_mp4(path, frames: int = 8, size: tuple[int, int] = (64, 48)) -> None:
             frame = np.full((size[1], size[0], 3), 30 * index % 256, dtype=np.uint8)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
+
+
+def lines_in(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:  # not made yet, or merged and removed
+        return 0
+
+
+def run_killing_at_random(
+    command: list[str], *, cwd: Path, watched: Path, rng: random.Random, most_new_lines: int, most_extra_s: float,
+    after_kill: Callable[[], None] = lambda: None,
+) -> tuple[subprocess.Popen, int]:
+    """Rerun `command`, SIGKILLing it once a random number of new lines are in `watched` plus a
+    random few milliseconds (so kills land between, during and around writes), until one run
+    ends by itself. Returns that run's process and the number of kills."""
+    kills = 0
+    while True:
+        target = lines_in(watched) + rng.randint(1, most_new_lines)
+        process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while process.poll() is None and lines_in(watched) < target:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, most_extra_s))
+        if process.poll() is not None:
+            return process, kills
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        kills += 1
+        after_kill()

@@ -1,17 +1,14 @@
 """The command line against the fake server: input problems, resume, simple mode, SIGKILL."""
 
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from batch_support import FakeServer, batch_line, read_output, write_jsonl
+from batch_support import FakeServer, batch_line, read_output, run_killing_at_random, write_jsonl
 
 from batch.cli import main
 
@@ -134,32 +131,16 @@ def test_an_output_in_use_is_refused(fake_server, tmp_path, capsys):
     assert "in use" in capsys.readouterr().err
 
 
-def lines_in(path: Path) -> int:
-    return path.read_bytes().count(b"\n") if path.exists() else 0
-
-
 def test_sigkill_at_random_moments_then_resume_gives_each_id_exactly_once(tmp_path):
     ids = [f"k{i:03d}" for i in range(80)]
     source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_jsonl(source, [batch_line(custom_id) for custom_id in ids])
-    rng = random.Random(1234)
-    kills = 0
     with FakeServer(delay_s=0.05) as server:
         command = [sys.executable, "-m", "batch", str(source), "-o", str(out), "--base-url", server.base_url,
                    "--concurrency", "8", "--no-progress"]
-        while True:
-            # Kill once a random number of new results is on disk, plus a random few
-            # milliseconds, so kills land between, during and around appends.
-            target = lines_in(out) + rng.randint(1, 12)
-            process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            while process.poll() is None and lines_in(out) < target:
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0, 0.03))
-            if process.poll() is not None:
-                break
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-            kills += 1
+        process, kills = run_killing_at_random(
+            command, cwd=REPO, watched=out, rng=random.Random(1234), most_new_lines=12, most_extra_s=0.03
+        )
         assert process.returncode == 0
         assert subprocess.run(command, cwd=REPO, capture_output=True, timeout=120, check=False).returncode == 0
     assert kills >= 3

@@ -5,16 +5,13 @@ composes with resuming and simple mode."""
 import json
 import os
 import random
-import signal
 import socket
-import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from batch_support import FakeServer, batch_line, make_png, read_output, write_jsonl
+from batch_support import FakeServer, batch_line, make_png, read_output, run_killing_at_random, write_jsonl
 
 from batch.cli import main
 
@@ -173,12 +170,6 @@ def test_simple_mode_retries_failed_files_and_runs_new_ones(fake_server, tmp_pat
     assert all(is_ok(r) for r in records) and len(fake_server.received) == 4
 
 
-def lines_in(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:  # not made yet, or merged and removed
-        return 0
-
 
 def test_sigkill_mid_retry_leaves_the_old_output_or_the_complete_new_one(tmp_path):
     ids = [f"k{i:02d}" for i in range(40)]
@@ -186,28 +177,21 @@ def test_sigkill_mid_retry_leaves_the_old_output_or_the_complete_new_one(tmp_pat
     journal = tmp_path / "out.jsonl.retry-journal"
     # Even ids fail on the first attempt; the retry answers them all.
     write_jsonl(source, [scripted(c, ["500"] if i % 2 == 0 else []) for i, c in enumerate(ids)])
-    rng = random.Random(99)
     with FakeServer(delay_s=0.04) as server:
         common = ["--base-url", server.base_url, "--no-progress", "--concurrency", "4", "--max-retries", "0"]
         assert main([str(source), "-o", str(out), *common]) == 1
         old = out.read_bytes()
         command = [sys.executable, "-m", "batch", str(source), "-o", str(out), *common, "--retry-failed"]
-        kills = 0
-        while True:
-            target = lines_in(journal) + rng.randint(1, 6)
-            process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            while process.poll() is None and lines_in(journal) < target:
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0, 0.02))
-            if process.poll() is not None:
-                break
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-            kills += 1
-            current = out.read_bytes()
-            if current != old:  # killed after the rename: then it is the whole new file
+
+        def check_after_kill() -> None:
+            if out.read_bytes() != old:  # killed after the rename: then it is the whole new file
                 assert Counter(r["custom_id"] for r in read_output(out)) == Counter(ids)
                 assert all(is_ok(r) for r in read_output(out))
+
+        process, kills = run_killing_at_random(
+            command, cwd=REPO, watched=journal, rng=random.Random(99), most_new_lines=6, most_extra_s=0.02,
+            after_kill=check_after_kill,
+        )
         assert process.returncode == 0
         # A kill between a request's headers and its body reaches the fake server as an empty body.
         retried = Counter(body["fake"]["key"] for body in server.bodies()[len(ids):] if body)

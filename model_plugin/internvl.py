@@ -36,12 +36,14 @@ from preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 from .intern_vit import InternVisionModel
 from .processing import (
+    DEFAULT_TILE_EMBEDDING_CACHE_MIB,
     IMAGE_PLACEHOLDER,
     VIDEO_PLACEHOLDER,
     InternVLChatDummyInputsBuilder,
     InternVLChatMultiModalProcessor,
     InternVLChatProcessingInfo,
 )
+from .tile_embedding_cache import DIGEST_WORDS, TileEmbeddingCache
 
 
 if TYPE_CHECKING:
@@ -67,6 +69,9 @@ class InternVLTileInputs(TensorSchema):
     type: Literal["tiles"]
     tiles: Annotated[torch.Tensor, TensorShape("t", 3, "h", "w")]
     tiles_per_item: Annotated[torch.Tensor, TensorShape("n")]
+    # Per-tile pixel digests (tile_embedding_cache.py); absent for inputs that must
+    # not be cached, such as vLLM's memory-profiling dummies (identical blank tiles).
+    digests: Annotated[torch.Tensor | None, TensorShape("t", DIGEST_WORDS)]
 
 
 def pixel_shuffle_v2(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -160,10 +165,23 @@ class InternVLChatModel(
                 hf_config=config.llm_config,
                 prefix=maybe_prefix(prefix, "language_model"),
             )
+        self.tile_cache = self._make_tile_cache(vllm_config)
         # LoRA adapters target the backbone's fused layers (qkv_proj, gate_up_proj,
         # InternLM2's wqkv): its own mapping, per instance since backbones differ.
         self.packed_modules_mapping = dict(getattr(self.language_model, "packed_modules_mapping", {}))
         self.make_empty_intermediate_tensors = self.language_model.make_empty_intermediate_tensors
+
+    def _make_tile_cache(self, vllm_config: VllmConfig) -> TileEmbeddingCache | None:
+        lora = vllm_config.lora_config
+        if lora is not None and lora.enable_tower_connector_lora:
+            return None  # an embedding would then depend on the request's adapter
+        kwargs = vllm_config.model_config.multimodal_config.mm_processor_kwargs or {}
+        mib = kwargs.get("tile_embedding_cache_mib", DEFAULT_TILE_EMBEDDING_CACHE_MIB)
+        if isinstance(mib, bool) or not isinstance(mib, (int, float)) or mib < 0:
+            raise ValueError(f"tile_embedding_cache_mib must be a number >= 0, got {mib!r}")
+        return TileEmbeddingCache.sized(
+            mib, self.tokens_per_tile, self.llm_hidden_size, vllm_config.model_config.dtype
+        )
 
     def get_mm_mapping(self) -> MultiModelKeys:
         # LoRA applies to the language model; the tower and connector stay as loaded.
@@ -206,18 +224,23 @@ class InternVLChatModel(
         features = features.reshape(features.shape[0], -1, features.shape[-1])
         return self.mlp1(features)
 
-    def _parse_tiles(self, tiles: object, counts: object) -> InternVLTileInputs | None:
+    def _parse_tiles(self, tiles: object, counts: object, digests: object) -> InternVLTileInputs | None:
         if tiles is None:
             return None
         return InternVLTileInputs(
             type="tiles",
             tiles=tiles,
             tiles_per_item=counts,
+            digests=digests,
             resolve_bindings={"h": self.tile_size, "w": self.tile_size},
         )
 
     def _embed_items(self, inputs: InternVLTileInputs) -> tuple[torch.Tensor, ...]:
-        embeddings = self.extract_feature(inputs["tiles"])
+        digests = inputs.get("digests")
+        if self.tile_cache is None or digests is None:
+            embeddings = self.extract_feature(inputs["tiles"])
+        else:
+            embeddings = self.tile_cache.embed(inputs["tiles"], digests, self.extract_feature)
         hidden = embeddings.shape[-1]
         tokens_per_tile = embeddings.shape[1]
         sizes = [int(n) * tokens_per_tile for n in inputs["tiles_per_item"].tolist()]
@@ -241,13 +264,17 @@ class InternVLChatModel(
         # Keep the modality order of kwargs: the runner matches outputs to items in it.
         for key in kwargs:
             if key == "pixel_values_flat":
-                images = self._parse_tiles(kwargs["pixel_values_flat"], kwargs["image_num_patches"])
+                images = self._parse_tiles(
+                    kwargs["pixel_values_flat"], kwargs["image_num_patches"], kwargs.get("image_tile_digests")
+                )
                 embeddings += self._embed_items(images)
             elif key == "image_embeds":
                 embeddings += self._image_embeds(kwargs["image_embeds"])
             elif key == "pixel_values_flat_video":
                 videos = self._parse_tiles(
-                    kwargs["pixel_values_flat_video"], kwargs["video_num_patches"]
+                    kwargs["pixel_values_flat_video"],
+                    kwargs["video_num_patches"],
+                    kwargs.get("video_tile_digests"),
                 )
                 embeddings += self._embed_items(videos)
         return embeddings

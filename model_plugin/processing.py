@@ -58,9 +58,14 @@ from preprocessing import (
     tile_image_uint8,
 )
 
+from .tile_embedding_cache import tile_digests
+
 IMAGE_PLACEHOLDER = "<image>"
 VIDEO_PLACEHOLDER = "<video>"
 DEFAULT_MAX_VIDEO_FRAMES = 32
+# The model's store of encoded tiles (tile_embedding_cache.py); the engine's
+# mm_processor_kwargs `tile_embedding_cache_mib` sets it, 0 turns it off.
+DEFAULT_TILE_EMBEDDING_CACHE_MIB = 256
 _IMAGE_RUN = re.compile(
     f"{re.escape(IMG_START_TOKEN)}((?:{re.escape(IMG_CONTEXT_TOKEN)})*){re.escape(IMG_END_TOKEN)}"
 )
@@ -291,9 +296,10 @@ class InternVLChatDummyInputsBuilder(BaseDummyInputsBuilder[InternVLChatProcessi
         return data
 
     def dummy_processor_kwargs(self) -> dict[str, object]:
-        # Without it the dummy image would get the default budget
-        # (config.json's `max_dynamic_patch`), below a larger engine limit.
-        return {"max_tiles": self.info.engine_tile_limit()}
+        # Without `max_tiles` the dummy image would get the default budget
+        # (config.json's `max_dynamic_patch`), below a larger engine limit. The
+        # dummies' blank tiles are all alike: cached, the profile would encode one.
+        return {"max_tiles": self.info.engine_tile_limit(), "cache_tiles": False}
 
 
 class InternVLChatMultiModalProcessor(BaseMultiModalProcessor[InternVLChatProcessingInfo]):
@@ -335,6 +341,8 @@ class InternVLChatMultiModalProcessor(BaseMultiModalProcessor[InternVLChatProces
             ]
             out["pixel_values_flat"] = torch.cat(tiles)
             out["image_num_patches"] = torch.tensor([len(t) for t in tiles])
+            if hf_kwargs.get("cache_tiles", True):
+                out["image_tile_digests"] = tile_digests(out["pixel_values_flat"])
         videos = hf_data.get("videos") or []
         if videos:
             max_frames = info.max_video_frames(hf_kwargs)
@@ -352,6 +360,8 @@ class InternVLChatMultiModalProcessor(BaseMultiModalProcessor[InternVLChatProces
                 )
             out["pixel_values_flat_video"] = torch.cat(per_video)
             out["video_num_patches"] = torch.tensor([len(v) for v in per_video])
+            if hf_kwargs.get("cache_tiles", True):
+                out["video_tile_digests"] = tile_digests(out["pixel_values_flat_video"])
         return BatchFeature(out)
 
     def _get_cache_missing_processor_kwargs(self, inputs, mm_is_cached) -> Mapping[str, object]:
@@ -375,9 +385,11 @@ class InternVLChatMultiModalProcessor(BaseMultiModalProcessor[InternVLChatProces
         video_tiles = hf_inputs.get("video_num_patches", torch.empty(0, dtype=torch.long))
         return dict(
             pixel_values_flat=MultiModalFieldConfig.flat_from_sizes("image", image_tiles),
+            image_tile_digests=MultiModalFieldConfig.flat_from_sizes("image", image_tiles, keep_on_cpu=True),
             image_num_patches=MultiModalFieldConfig.batched("image", keep_on_cpu=True),
             image_embeds=MultiModalFieldConfig.batched("image"),
             pixel_values_flat_video=MultiModalFieldConfig.flat_from_sizes("video", video_tiles),
+            video_tile_digests=MultiModalFieldConfig.flat_from_sizes("video", video_tiles, keep_on_cpu=True),
             video_num_patches=MultiModalFieldConfig.batched("video", keep_on_cpu=True),
         )
 

@@ -112,6 +112,14 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--tile-cache-mib", type=int,
                         help="MiB of tiled images kept by content, so that a resent image is not decoded and tiled "
                         "again (default 512; 0 turns it off).")
+    limits.add_argument("--fast-jpeg-decode", action="store_true",
+                        help="Decode a JPEG far larger than its tile grid at 1/2, 1/4 or 1/8 scale in the DCT "
+                        "domain: faster on large photos, pixels a little off the exact decode "
+                        "(benchmarks/bench_jpeg_draft.py); default off, exact.")
+    limits.add_argument("--tile-embedding-cache-mib", type=int,
+                        help="MiB of encoded tiles the model keeps, found by their pixels, so that a tile seen "
+                        "again (resent history, blank document tiles) is not encoded again; allocated on the "
+                        "model's device at load, per rank (default 256; 0 turns it off).")
 
     media = group("media", "Fetching images and videos: timeouts, SSRF protection, local files.")
     media.add_argument("--media-connect-timeout", type=float, help="Seconds to connect to a media host (default 5).")

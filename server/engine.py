@@ -133,6 +133,7 @@ def engine_args(settings: Settings, source: str) -> Any:
             # The plugin profiles memory for, and accepts, at most these.
             "max_tiles_limit": settings.max_tiles_per_image,
             "max_video_frames": settings.max_frames_per_video,
+            "tile_embedding_cache_mib": settings.tile_embedding_cache_mib,
         },
         "structured_outputs_config": _structured_outputs_config(settings, given.get("structured_outputs_config")),
     })

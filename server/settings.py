@@ -26,6 +26,7 @@ _OWN_ENGINE_ARGS = {
 _OWN_PROCESSOR_KWARGS = {
     "max_tiles_limit": "--max-tiles-per-image",
     "max_video_frames": "--max-frames-per-video",
+    "tile_embedding_cache_mib": "--tile-embedding-cache-mib",
 }
 _MM_LIMIT_FIELDS = {"image": "max_images_per_request", "video": "max_videos_per_request"}
 
@@ -104,6 +105,12 @@ class Settings(BaseSettings):
     preprocess_workers: int = Field(4, ge=1)
     tile_cache_mib: int = Field(
         512, ge=0, description="MiB of tiled images kept by content for resent images (0: off)."
+    )
+    fast_jpeg_decode: bool = Field(
+        False, description="Decode JPEGs far above their tile grid at 1/2..1/8 scale in the DCT (pixels differ slightly)."
+    )
+    tile_embedding_cache_mib: int = Field(
+        256, ge=0, description="MiB of encoded tiles the model keeps by pixels, on its device (0: off)."
     )
 
     # Shutdown.

@@ -9,7 +9,7 @@ image (engine `max_tiles_limit` tiles plus the thumbnail) and the longest video
 
 import pytest
 
-from tests.processor_support import TOKENS_PER_TILE, make_processor
+from tests.processor_support import TOKENS_PER_TILE, make_processor, process, strip
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +47,17 @@ def test_limit_mm_per_prompt_size_options_shrink_the_profile(model):
         max_tiles_limit=24,
     )
     assert profiled_tiles(processor, "image") == 5
+
+
+def test_the_profile_encodes_every_dummy_tile(model):
+    # The dummies' tiles are all alike; with digests the model's store of tiles
+    # would encode one and the profile would miss the encoder's real peak.
+    processor = make_processor(model, max_tiles_limit=6)
+    for modality in ("image", "video"):
+        dummy = processor.get_dummy_mm_inputs({modality: 1})
+        [item] = dummy["mm_kwargs"][modality]
+        assert f"{modality}_tile_digests" not in item, modality
+    # A request's tiles do carry them, one per tile.
+    request = process(processor, images=[strip(2)])
+    [item] = request["mm_kwargs"]["image"]
+    assert item["image_tile_digests"].data.shape == (3, 2)

@@ -71,9 +71,12 @@ def engine(request, checkpoint):
     # max_model_len exceeds the original context; transformers does so only for
     # sequences that long. Stay within it so both use the short factors.
     original_context = config["llm_config"].get("original_max_position_embeddings")
-    llm = make_llm(path, **({"max_model_len": original_context} if original_context else {}))
-    yield Engine(request.param, path, llm, template, config)
-    shutdown_llm(llm)
+    with pytest.MonkeyPatch.context() as patch:
+        # Lets collective_rpc carry probe functions to the worker (tests only).
+        patch.setenv("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+        llm = make_llm(path, **({"max_model_len": original_context} if original_context else {}))
+        yield Engine(request.param, path, llm, template, config)
+        shutdown_llm(llm)
 
 
 def build_request(engine: Engine, case: Case) -> dict:
@@ -127,6 +130,11 @@ def generate(engine: Engine, case: Case, **sampling):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_matches_transformers_oracle(engine, oracle, case, record_property):
+    record_property("max_abs_logprob_diff", assert_matches_oracle(engine, oracle, case))
+
+
+def assert_matches_oracle(engine: Engine, oracle, case: Case) -> float:
+    """vLLM's prompt ids equal the official ones and its log-probabilities the oracle's; the worst gap."""
     output = generate(engine, case, logprobs=5)
     tokenizer = engine.llm.get_tokenizer()
 
@@ -150,9 +158,32 @@ def test_matches_transformers_oracle(engine, oracle, case, record_property):
             f"step {step}: oracle prefers {row.argmax().item()} ({row.max().item():.4f}), "
             f"vLLM chose {token} (oracle {row[token].item():.4f}, vLLM {logprobs[token].logprob:.4f})"
         )
-    record_property("max_abs_logprob_diff", worst)
     print(f"{engine.family} {case.name}: max |logprob diff| = {worst:.2e}")
     assert worst <= TOLERANCE
+    return worst
+
+
+def tile_store_counts(engine: Engine) -> tuple[int, int]:
+    """(tiles served from the model's store, tiles encoded) so far."""
+    [counts] = engine.llm.collective_rpc(
+        lambda worker: (worker.get_model().tile_cache.hits, worker.get_model().tile_cache.misses)
+    )
+    return counts
+
+
+def test_tiles_met_again_are_not_encoded_again_and_answers_still_match(engine, oracle):
+    # New images for this test, and requests that vLLM's own caches cannot answer
+    # (another budget, another prompt): only the model's store of tiles can.
+    image = make_image(800, 600, 41)
+    generate(engine, Case("six_tiles", "Describe the image.", [image], [6], []))  # 3x2 + thumbnail
+    hits, encoded = tile_store_counts(engine)
+    # At budget 1 the image is one tile: the thumbnail encoded just above.
+    assert_matches_oracle(engine, oracle, Case("thumbnail_again", "What is it?", [image], [1], []))
+    assert tile_store_counts(engine) == (hits + 1, encoded)
+    # A blank page: a 4x1 grid and its thumbnail, five identical tiles, one encoding.
+    page = Image.new("RGB", (4 * 448, 448), (247, 246, 249))
+    assert_matches_oracle(engine, oracle, Case("blank_page", "Read the page.", [page], [4], []))
+    assert tile_store_counts(engine) == (hits + 1 + 4, encoded + 1)
 
 
 def first_step(output) -> dict[int, float]:

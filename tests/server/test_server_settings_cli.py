@@ -112,10 +112,13 @@ def test_media_limits_and_limit_mm_per_prompt_are_one_limit():
 def test_processor_kwargs_merge_but_never_override_the_limits():
     settings = settings_from_args(["--mm-processor-kwargs", '{"some_option": 1}', "--max-tiles-per-image", "6", "--default-max-tiles", "6"])
     assert engine_args(settings, "/m").mm_processor_kwargs == {
-        "some_option": 1, "max_tiles_limit": 6, "max_video_frames": 32,
+        "some_option": 1, "max_tiles_limit": 6, "max_video_frames": 32, "tile_embedding_cache_mib": 256,
     }
-    with pytest.raises(SystemExit):
-        settings_from_args(["--mm-processor-kwargs", '{"max_tiles_limit": 40}'])
+    assert engine_args(settings_from_args(["--tile-embedding-cache-mib", "0"]), "/m").mm_processor_kwargs[
+        "tile_embedding_cache_mib"] == 0
+    for own in ('{"max_tiles_limit": 40}', '{"tile_embedding_cache_mib": 1}'):
+        with pytest.raises(SystemExit):
+            settings_from_args(["--mm-processor-kwargs", own])
 
 
 def test_served_model_name_and_log_level_are_the_servers():

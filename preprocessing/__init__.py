@@ -6,7 +6,7 @@ tests can use it on machines without either.
 
 from .errors import MediaError
 from .grounding import COORDINATE_SCALE, GroundedBox, grounding_prompt, parse_grounding
-from .image import DEFAULT_MAX_PIXELS, decode_image_bytes, load_image
+from .image import DEFAULT_MAX_PIXELS, decode_image_bytes, decode_image_reduced, load_image
 from .templates import (
     DEFAULT_SYSTEM_MESSAGE,
     IMAGE_PLACEHOLDER,
@@ -54,6 +54,7 @@ __all__ = [
     "GroundedBox",
     "MediaError",
     "decode_image_bytes",
+    "decode_image_reduced",
     "expand_image_placeholders",
     "find_grid",
     "get_template",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -41,6 +42,25 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
 
 def decode_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode encoded image bytes fully; reject bombs before pixel decoding."""
+    return _decode(data, max_pixels, None)[0]
+
+
+def decode_image_reduced(
+    data: bytes, needed: Callable[[tuple[int, int]], tuple[int, int]], *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Like `decode_image_bytes`, but a JPEG far larger than `needed(full size)` is decoded smaller.
+
+    libjpeg scales in the DCT domain by 1/2, 1/4 or 1/8, and `draft` picks the
+    smallest of those still at least the needed size: the decoder touches a
+    quarter to a sixty-fourth of the pixels and the later resize starts smaller.
+    The pixels differ a little from a full decode and resize (the speed and the
+    error are in benchmarks/bench_jpeg_draft.py), so this is opt-in. Returns the
+    image and its full upright size, which is what grids and boxes are for.
+    """
+    return _decode(data, max_pixels, needed)
+
+
+def _decode(data: bytes, max_pixels: int, needed) -> tuple[Image.Image, tuple[int, int]]:
     if not data:
         raise MediaError("image data is empty", code="invalid_image")
     # PIL only warns between MAX_IMAGE_PIXELS and twice that; a warning must not
@@ -60,6 +80,12 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         # Image.open only parsed the header, so the size is known but no pixel
         # memory has been spent yet.
         _check_pixels(image.size, max_pixels)
+        full_size = _upright_size(image)
+        if needed is not None and image.format in ("JPEG", "MPO"):
+            width, height = needed(full_size)
+            if full_size != image.size:  # stored sideways (EXIF orientation 5..8)
+                width, height = height, width
+            image.draft("RGB", (width, height))
         try:
             # A full load() makes truncated files fail here instead of later.
             image.load()
@@ -67,7 +93,17 @@ def decode_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             raise MediaError(f"image too large: {exc}", code="image_too_large") from None
         except Exception as exc:
             raise MediaError(f"corrupt or truncated image: {exc}", code="invalid_image") from None
-    return _upright_rgb(image, owned=True)
+    return _upright_rgb(image, owned=True), full_size
+
+
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    """The size once EXIF orientation is applied (orientations 5..8 swap the sides)."""
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception as exc:  # malformed EXIF blocks
+        raise MediaError(f"invalid EXIF data: {exc}", code="invalid_image") from None
+    width, height = image.size
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:

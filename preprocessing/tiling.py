@@ -90,10 +90,15 @@ def tile_image_uint8(
     max_tiles: int = 12,
     use_thumbnail: bool = True,
     tile_size: int = TILE_SIZE,
+    grid_for: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Tiles as uint8 [n, 3, tile_size, tile_size], thumbnail last."""
+    """Tiles as uint8 [n, 3, tile_size, tile_size], thumbnail last.
+
+    `grid_for`: the size the grid is chosen for when `image` was decoded reduced
+    (`decode_image_reduced`): the grid is the full image's, as without reduction.
+    """
     image = _as_rgb(image)
-    width, height = image.size
+    width, height = grid_for or image.size
     cols, rows = find_grid(width, height, min_tiles=min_tiles, max_tiles=max_tiles, tile_size=tile_size)
     grid_tiles = cols * rows
     tiles = torch.empty((_tile_count(grid_tiles, use_thumbnail), 3, tile_size, tile_size), dtype=torch.uint8)

@@ -19,7 +19,15 @@ import numpy as np
 from PIL import Image
 
 from model_plugin.processing import pretiled_image
-from preprocessing import MediaError, TILE_SIZE, decode_image_bytes, load_video, tile_image_uint8
+from preprocessing import (
+    MediaError,
+    TILE_SIZE,
+    decode_image_bytes,
+    decode_image_reduced,
+    find_grid,
+    load_video,
+    tile_image_uint8,
+)
 from preprocessing.video import DecodeLimits, resize_frame
 
 from .admission import ClientClosed, client_gone
@@ -180,26 +188,38 @@ def _tile_image(data: bytes, spec: ImageSpec, settings: Settings, rule: TileRule
     """Decode and tile on a worker thread; the engine gets finished uint8 tiles.
 
     The content id names exactly what the tiles depend on (the bytes, the model's
-    rule, the budget): it keys our cache of tiled images and vLLM's caches alike.
+    rule, the budget, the decode): it keys our cache of tiled images and vLLM's caches alike.
     """
     digest = hashlib.sha256(data).hexdigest()
-    content_id = f"{digest}-{rule.min_tiles}-{spec.max_tiles}-{rule.use_thumbnail}"
+    bounds = rule.bounds(spec.max_tiles)
+    reduced = "-reduced" if settings.fast_jpeg_decode else ""
+    content_id = f"{digest}-{rule.min_tiles}-{spec.max_tiles}-{rule.use_thumbnail}{reduced}"
     if cache is not None and (cached := cache.get(content_id)) is not None:
         return cached
-    image = _decode_image(data, settings, spec.param)
-    tiles = tile_image_uint8(image, use_thumbnail=rule.use_thumbnail, **rule.bounds(spec.max_tiles))
-    tiled = TiledImage(image.size, tiles, content_id)
+
+    def grid_pixels(size: tuple[int, int]) -> tuple[int, int]:
+        cols, rows = find_grid(*size, **bounds)
+        return cols * TILE_SIZE, rows * TILE_SIZE
+
+    image, size = _decode_image(data, settings, spec.param, grid_pixels if settings.fast_jpeg_decode else None)
+    tiles = tile_image_uint8(image, use_thumbnail=rule.use_thumbnail, grid_for=size, **bounds)
+    tiled = TiledImage(size, tiles, content_id)
     if cache is not None:
         cache.put(content_id, tiled, tiles.numel() * tiles.element_size())
     return tiled
 
 
-def _decode_image(data: bytes, settings: Settings, param: str) -> Image.Image:
+def _decode_image(data: bytes, settings: Settings, param: str, needed=None) -> tuple[Image.Image, tuple[int, int]]:
+    """The image and its full size (`needed`: the least size wanted, for a reduced JPEG decode)."""
     try:
-        image = decode_image_bytes(data, max_pixels=settings.max_image_pixels)
+        if needed is None:
+            image = decode_image_bytes(data, max_pixels=settings.max_image_pixels)
+            size = image.size
+        else:
+            image, size = decode_image_reduced(data, needed, max_pixels=settings.max_image_pixels)
     except MediaError as error:
         raise BadRequest(str(error), code=error.code, param=param) from None
-    width, height = image.size
+    width, height = size
     # A 1x100000 strip would be stretched into a 1x12 grid of pure smear.
     if max(width, height) > settings.max_image_aspect_ratio * min(width, height):
         raise BadRequest(
@@ -208,7 +228,7 @@ def _decode_image(data: bytes, settings: Settings, param: str) -> Image.Image:
             code="invalid_image_shape",
             param=param,
         )
-    return image
+    return image, size
 
 
 def _decode_video(data: bytes, spec: VideoSpec, settings: Settings, limits: DecodeLimits) -> np.ndarray:
@@ -235,4 +255,4 @@ def _decode_video(data: bytes, spec: VideoSpec, settings: Settings, limits: Deco
 
 def _decode_frame(data: bytes, settings: Settings, param: str) -> np.ndarray:
     """One frame of the frames form, at its tile size (see _decode_video)."""
-    return np.asarray(resize_frame(_decode_image(data, settings, param), TILE_SIZE), dtype=np.uint8)
+    return np.asarray(resize_frame(_decode_image(data, settings, param)[0], TILE_SIZE), dtype=np.uint8)

@@ -17,8 +17,12 @@ Workloads (every round gets new images, so no cache carries over between rounds)
              images at the full budget (`history_max_tiles`) so the prompts match.
 - documents: 3:4 pages of 1536x2048 (12 tiles + thumbnail), mostly white
              with text-like lines: large images, many tiles, many near-blank tiles.
-Not here yet: video (the built-in has none for non-Qwen backbones) and tensor
-parallel 2 (benchmarks/bench_encoder_tp_modes.py has the encoder-mode figures).
+- video:     8 frames of 640x480, one tile each: to ours as a video (`video_frames`,
+             the official video prompt), to the built-in as the same 8 frames sent as
+             images at one tile each (`mm_processor_kwargs.max_dynamic_patch = 1`); the
+             built-in's InternVL has no video for non-Qwen backbones, so this is what a
+             user of it does. The only workload whose bodies differ between the servers.
+`--tp 2` runs both at tensor parallel 2 (the built-in's encoder mode: `--builtin-encoder-tp-mode`).
 
     PYTHONPATH=/work/shared/tools/torchvision-cpu-shim .venv-bench/bin/python benchmarks/bench_ab.py --json benchmarks/results/ab.json
     .venv/bin/python benchmarks/bench_ab.py --urls A_URL B_URL --api-key KEY --smoke   # two running servers
@@ -128,7 +132,34 @@ def documents(model: str, seed: int, count: int, max_tokens: int) -> list[list[b
                   max_tokens)] for i in range(count)]
 
 
-WORKLOADS = {"fresh": fresh, "multiturn": multiturn, "documents": documents}
+FRAMES = 8
+FRAME_SIZE = (640, 480)
+
+
+def video(model: str, seed: int, count: int, max_tokens: int) -> list[list[dict[str, bytes]]]:
+    """Per request, the body for a server taking video ("video") and for one taking images ("images")."""
+    chains = []
+    for i in range(count):
+        frames = [data_url(make_jpeg(*FRAME_SIZE, seed=(seed + i) * FRAMES + f)) for f in range(FRAMES)]
+        question = {"type": "text", "text": "What happens in the video?"}
+        system = {"role": "system", "content": SYSTEM}
+        as_video = [system, {"role": "user", "content": [
+            {"type": "video_frames", "video_frames": {"urls": frames}}, question]}]
+        as_images = [system, {"role": "user", "content": [
+            *({"type": "image_url", "image_url": {"url": url}} for url in frames), question]}]
+        chains.append([{"video": body(model, as_video, max_tokens),
+                        "images": body(model, as_images, max_tokens, mm_processor_kwargs={"max_dynamic_patch": 1})}])
+    return chains
+
+
+WORKLOADS = {"fresh": fresh, "multiturn": multiturn, "documents": documents, "video": video}
+# How each server takes a video: ours as a video, the built-in as its frames.
+VIDEO_STYLE = {"ours": "video", "builtin": "images", "a": "video", "b": "video"}
+
+
+def for_server(chains: list[list], name: str) -> list[list[bytes]]:
+    return [[request if isinstance(request, bytes) else request[VIDEO_STYLE[name]] for request in chain]
+            for chain in chains]
 
 
 async def run_chains(base_url: str, headers: dict, chains: list[list[bytes]], concurrency: int) -> tuple[list[Result], float]:
@@ -210,11 +241,14 @@ def run(args, servers: dict[str, tuple[str, dict]]) -> dict:
             measured = {}
             for name in order:
                 url, headers = servers[name]
-                measured[name] = measure(url, headers, chains, concurrency)
+                measured[name] = measure(url, headers, for_server(chains, name), concurrency)
             cells[(workload, concurrency)].rounds.append(measured)
             a, b = (measured[n] for n in names)
+            for name in names:
+                if measured[name]["errors"]:
+                    print(f"  {name}: {measured[name]['errors']} errors, first: {measured[name]['first_error']}", flush=True)
             print(f"round {round_index + 1} {workload:<9} c={concurrency:<3} "
-                  f"req/s {a['requests_per_s']:6.2f} vs {b['requests_per_s']:6.2f} (x{a['requests_per_s'] / b['requests_per_s']:.2f})  "
+                  f"req/s {a['requests_per_s']:6.2f} vs {b['requests_per_s']:6.2f} (x{a['requests_per_s'] / max(b['requests_per_s'], 1e-9):.2f})  "
                   f"TTFT p50 {a['ttft_p50_s'] * 1e3:6.0f} vs {b['ttft_p50_s'] * 1e3:6.0f} ms  "
                   f"errors {a['errors']}/{b['errors']}  load {os.getloadavg()[0]:.1f}", flush=True)
     return {"servers": names, "cells": cells}
@@ -263,13 +297,19 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="2 rounds, concurrency 2, 4 tokens (CI)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--log-dir", type=Path, default=Path("/tmp/internvl-bench-ab"))
+    parser.add_argument("--tp", type=int, default=1, help="tensor parallel size of both servers")
+    parser.add_argument("--builtin-encoder-tp-mode", choices=["weights", "data"], default="weights",
+                        help="the built-in's --mm-encoder-tp-mode with --tp > 1 (on this CPU weights is faster)")
+    parser.add_argument("--concurrency", type=int, nargs="+", help="one list of levels for every workload")
     args = parser.parse_args()
-    args.concurrency = {"fresh": [1, 8, 32], "multiturn": [8], "documents": [8]}
+    levels = {"fresh": [1, 8, 32], "multiturn": [8], "documents": [8], "video": [8]}
+    args.concurrency = {name: args.concurrency or levels[name] for name in WORKLOADS}
     if args.smoke:
         args.rounds, args.max_tokens, args.units_per_slot, args.min_units = 2, 4, 1, 2
         args.concurrency = {name: [2] for name in WORKLOADS}
 
-    report: dict = {"settings": {"rounds": args.rounds, "max_tokens": args.max_tokens, "budget": BUDGET,
+    report: dict = {"settings": {"rounds": args.rounds, "max_tokens": args.max_tokens, "budget": BUDGET, "tp": args.tp,
+                                 "builtin_encoder_tp_mode": args.builtin_encoder_tp_mode if args.tp > 1 else None,
                                  "concurrency": args.concurrency, "python": sys.executable,
                                  "cpus": os.cpu_count(), "loadavg_before": os.getloadavg()}}
     started = []
@@ -292,7 +332,15 @@ def main() -> None:
             args.model_name = SERVED_NAME
             args.log_dir.mkdir(parents=True, exist_ok=True)
             # bench_e2e's launch settings; its --max-concurrent-requests reads `concurrency`.
-            launch = argparse.Namespace(**{**vars(args), "targets": ["ours", "builtin"], "concurrency": [32]})
+            tp = ["--tensor-parallel-size", str(args.tp)] if args.tp > 1 else []
+            launch = argparse.Namespace(**{
+                **vars(args), "targets": ["ours", "builtin"], "concurrency": [32], "engine_flags": tp,
+                "builtin_flags": [*(["--mm-encoder-tp-mode", args.builtin_encoder_tp_mode] if tp else []),
+                                  # the per-request one-tile budget of the frames sent as images
+                                  *(["--trust-request-mm-kwargs"] if "video" in args.workloads else [])],
+                "images_per_request": FRAMES if "video" in args.workloads else 1,
+                "videos_per_request": 1 if "video" in args.workloads else 0,
+            })
             servers = {}
             for server in server_commands(launch, model, args.log_dir):
                 print(f"[{server.name}] starting: {' '.join(server.command)}", flush=True)

@@ -66,7 +66,8 @@ _BASES: dict[tuple[int, int], np.ndarray] = {}
 
 
 def make_jpeg(width: int, height: int, seed: int) -> bytes:
-    """A noisy gradient JPEG; every seed gives different pixels (no cache hits)."""
+    """A noisy gradient JPEG; every seed gives different pixels in every tile (no cache hits,
+    whole-image or per tile)."""
     base = _BASES.get((width, height))
     if base is None:
         rng = np.random.default_rng(width * 7919 + height)
@@ -74,9 +75,11 @@ def make_jpeg(width: int, height: int, seed: int) -> bytes:
         pixels = np.stack([x * 255 // width, y * 255 // height, (x ^ y) & 255], axis=-1)
         base = _BASES[(width, height)] = np.clip(
             pixels + rng.integers(-20, 21, pixels.shape), 0, 255).astype(np.uint8)
-    pixels = base.copy()
-    # A per-request random block (top left) makes each image unique.
     rng = np.random.default_rng(seed)
+    # Rolled by a per-seed offset, every region differs from other seeds' (the model's
+    # store of encoded tiles would see through a change confined to one tile) ...
+    pixels = np.roll(base, (int(rng.integers(height)), int(rng.integers(width))), axis=(0, 1))
+    # ... and a per-request random block (top left) tells apart even equal offsets.
     pixels[:64, :64] = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels, "RGB").save(buffer, format="JPEG", quality=90)
@@ -292,13 +295,16 @@ def server_commands(args, model: Path, log_dir: Path) -> list[Server]:
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     env.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
     common = ["--dtype", "float32", "--enforce-eager", "--max-model-len", str(args.max_model_len),
-              "--max-num-seqs", str(args.max_num_seqs), "--seed", "0", "--served-model-name", SERVED_NAME]
+              "--max-num-seqs", str(args.max_num_seqs), "--seed", "0", "--served-model-name", SERVED_NAME,
+              *getattr(args, "engine_flags", [])]
+    # Media per request: a video workload sends one video to ours, its frames as images to the built-in.
+    images, videos = getattr(args, "images_per_request", 1), getattr(args, "videos_per_request", 0)
     servers = []
     for target in args.targets:
         port = free_port()
         if target == "ours":
             command = [sys.executable, "-m", "server", "--model", str(model), "--port", str(port), *common,
-                       "--max-images-per-request", "1", "--max-videos-per-request", "0",
+                       "--max-images-per-request", "1", "--max-videos-per-request", str(videos),
                        "--max-tiles-per-image", "12", "--default-max-tiles", "12",
                        "--max-concurrent-requests", str(max(64, 2 * max(args.concurrency))),
                        "--log-level", "warning"]
@@ -308,8 +314,9 @@ def server_commands(args, model: Path, log_dir: Path) -> list[Server]:
             prefix = [sys.executable, str(launcher)] if launcher.exists() else [
                 sys.executable, "-m", "vllm.entrypoints.cli.main"]
             command = [*prefix, "serve", str(model), "--port", str(port), "--host", "127.0.0.1", *common,
-                       "--limit-mm-per-prompt", json.dumps({"image": 1, "video": 0}),
-                       "--uvicorn-log-level", "warning", "--disable-log-stats"]
+                       "--limit-mm-per-prompt", json.dumps({"image": images, "video": 0}),
+                       "--uvicorn-log-level", "warning", "--disable-log-stats",
+                       *getattr(args, "builtin_flags", [])]
             # Only our config classes: vLLM's built-in InternVLChatModel runs.
             target_env = {**env, "VLLM_PLUGINS": "internvl2_config"}
         servers.append(Server(target, command, target_env, log_dir / f"{target}.log", port))

@@ -70,6 +70,40 @@ def test_e2e_smoke_against_live_server(live_server, tmp_path):
     assert "single 13-tile request" in out
 
 
+def test_jpeg_draft_smoke(tmp_path):
+    import json
+
+    report = tmp_path / "jpeg.json"
+    out = run_script("bench_jpeg_draft.py", "--smoke", "--json", str(report))
+    assert "speed-up" in out
+    rows = json.loads(report.read_text())["rows"]
+    assert [row["budget"] for row in rows] == [6, 12]
+    for row in rows:
+        # 4032x3024 is at least twice its 3x2 and 4x3 grids: decoded at half size, a few levels off.
+        assert row["size"] == [4032, 3024] and row["tiles"] == (7 if row["budget"] == 6 else 13)
+        assert 0 < row["error"]["mean"] < 1.5 and row["error"]["max"] > 0
+        assert row["speedup"]["min"] <= row["speedup"]["median"] <= row["speedup"]["max"]
+
+
+def test_flop_fraction_of_a_recorded_ab_run(tmp_path):
+    import json
+
+    out_path = tmp_path / "fractions.json"
+    out = run_script("flop_fraction.py", str(REPO / "benchmarks/results/ab_tile_store.json"), "--json", str(out_path))
+    assert "of peak" in out
+    report = json.loads(out_path.read_text())
+    assert report["peak_gflops"] > 1
+    workloads = {row["workload"] for row in report["rows"]}
+    assert workloads == {"fresh", "multiturn", "documents", "video"}
+    for row in report["rows"]:
+        parts = row["gflop_per_request"]
+        assert parts["total"] == pytest.approx(parts["encoder"] + parts["prefill"] + parts["decode"])
+        assert 0 < row["fraction_of_peak"] < 1
+    # A resent image is encoded on the first of 4 turns only: a quarter of a fresh image's encoder work or less.
+    per = {row["workload"]: row["gflop_per_request"] for row in report["rows"] if row["concurrency"] == 8}
+    assert per["multiturn"]["encoder"] < 0.3 * per["fresh"]["encoder"]
+
+
 @pytest.mark.slow
 def test_ab_smoke_against_live_server(live_server, tmp_path):
     """The interleaved A/B harness with the live server as both sides: every workload and
@@ -83,12 +117,14 @@ def test_ab_smoke_against_live_server(live_server, tmp_path):
     )
     assert "median over rounds" in out
     table = json.loads(report_path.read_text())["table"]
-    assert {row["workload"] for row in table} == {"fresh", "multiturn", "documents"}
+    assert {row["workload"] for row in table} == {"fresh", "multiturn", "documents", "video"}
     for row in table:
         assert row["requests_per_s_ratio"]["rounds"] == 2 == len(row["rounds"])
         assert row["requests_per_s_ratio"]["min"] <= row["requests_per_s_ratio"]["median"] <= row["requests_per_s_ratio"]["max"]
         assert row["prompt_tokens"]["a"] == row["prompt_tokens"]["b"] and row["errors"] == {"a": 0, "b": 0}
     documents = next(row for row in table if row["workload"] == "documents")
     assert min(documents["prompt_tokens"]["a"]) > 13 * 256  # 13 tiles of 256 tokens each
+    frames = next(row for row in table if row["workload"] == "video")["prompt_tokens"]["a"]
+    assert min(frames) > 8 * 256  # 8 frames of one tile each
     turns = next(row for row in table if row["workload"] == "multiturn")["prompt_tokens"]["a"]
     assert len(turns) >= 4  # each of the 4 turns resends a longer history

@@ -81,6 +81,10 @@ class TileEmbeddingCache:
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
 
+        if len(missing) == len(keys):  # all new and distinct (fresh images): nothing to gather or reorder
+            fresh = encode(tiles)
+            self._store(missing, fresh)
+            return fresh
         parts, row_of = [], {}
         if stored:
             slots = torch.tensor([self._slot_of[key] for key in stored], device=self.store.device)

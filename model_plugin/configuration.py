@@ -15,10 +15,20 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from transformers import AutoConfig, LlamaConfig, Phi3Config, PretrainedConfig, Qwen2Config
+from transformers import (
+    AutoConfig,
+    GptOssConfig,
+    LlamaConfig,
+    Phi3Config,
+    PretrainedConfig,
+    Qwen2Config,
+    Qwen3Config,
+    Qwen3MoeConfig,
+)
 
 __all__ = [
     "InternLM2Config",
+    "InternLM3Config",
     "InternVLChatConfig",
     "InternVisionConfig",
     "LLM_CONFIG_CLASSES",
@@ -158,6 +168,24 @@ class InternLM2Config(PretrainedConfig):
         )
 
 
+class InternLM3Config(InternLM2Config):
+    """InternLM3 (InternVL3-9B's LLM): a Llama-style decoder with a set head_dim.
+
+    vLLM runs it as a Llama (`InternLM3ForCausalLM` -> LlamaForCausalLM), which
+    reads `head_dim` and `bias`; `qkv_bias` is the release's name for the q/k/v
+    projection bias.
+    """
+
+    model_type = "internlm3"
+
+    def __init__(self, head_dim: int | None = None, qkv_bias: bool = False, **kwargs: Any) -> None:
+        kwargs.setdefault("bias", False)
+        super().__init__(**kwargs)
+        self.head_dim = head_dim or self.hidden_size // self.num_attention_heads
+        self.qkv_bias = qkv_bias
+        self.attention_bias = qkv_bias
+
+
 def _legacy_rope_scaling(params: dict[str, Any]) -> dict[str, Any] | None:
     if params.get("rope_type", "default") == "default":
         return None
@@ -173,6 +201,10 @@ LLM_CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "LlamaForCausalLM": LlamaConfig,
     "Phi3ForCausalLM": Phi3Config,
     "InternLM2ForCausalLM": InternLM2Config,
+    "InternLM3ForCausalLM": InternLM3Config,
+    "Qwen3ForCausalLM": Qwen3Config,
+    "Qwen3MoeForCausalLM": Qwen3MoeConfig,
+    "GptOssForCausalLM": GptOssConfig,
 }
 
 
@@ -266,7 +298,7 @@ def register_configs() -> None:
     Also registers the released checkpoints' tokenizer classes (see
     `tokenization_registry`), which need the same no-remote-code treatment.
     """
-    for cls in (InternVLChatConfig, InternVisionConfig, InternLM2Config):
+    for cls in (InternVLChatConfig, InternVisionConfig, InternLM2Config, InternLM3Config):
         AutoConfig.register(cls.model_type, cls, exist_ok=True)
     from .tokenization_registry import register_tokenizers
 

@@ -1,4 +1,9 @@
-"""The ten InternVL2-generation checkpoints, described as data.
+"""Every released InternVL checkpoint we serve, described as data.
+
+The ten InternVL2-generation checkpoints (with Mini-InternVL and V1-5), and the
+InternVL2.5, InternVL3 and InternVL3.5 members. The architecture is one design
+throughout (InternViT, pixel shuffle, `mlp1`); what changes between generations
+is the language model, the template and the tokens.
 
 Hyper-parameters are those of the released `config.json` files (vision tower,
 LLM and template). Each spec can also produce a `tiny()` twin with the same
@@ -15,6 +20,7 @@ from typing import Any
 __all__ = [
     "FAMILIES",
     "FamilySpec",
+    "GENERATIONS",
     "INTERNVL_TOKENS",
     "TemplateSpec",
     "TokenSpec",
@@ -60,17 +66,46 @@ class TokenSpec:
 
 CHATML_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 PHI3_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>")
+# OpenAI's harmony format, as InternVL3.5's GPT-OSS member is prompted.
+HARMONY_TOKENS = ("<|start|>", "<|message|>", "<|channel|>", "<|end|>", "<|return|>")
 
 TEMPLATES: dict[str, TemplateSpec] = {
     "Hermes-2": TemplateSpec("Hermes-2", CHATML_TOKENS, "<|im_end|>"),
     "internlm2-chat": TemplateSpec("internlm2-chat", CHATML_TOKENS, "<|im_end|>"),
     "phi3-chat": TemplateSpec("phi3-chat", PHI3_TOKENS, "<|end|>"),
+    "internvl2_5": TemplateSpec("internvl2_5", CHATML_TOKENS, "<|im_end|>"),
+    "internvl3_5_gpt_oss": TemplateSpec("internvl3_5_gpt_oss", HARMONY_TOKENS, "<|return|>"),
 }
 
 _QWEN2_TOKENS = TokenSpec(("<|endoftext|>", "<|im_start|>", "<|im_end|>"), None, "<|im_end|>", "<|endoftext|>", None)
 _INTERNLM2_TOKENS = TokenSpec(("<unk>", "<s>", "</s>"), "<s>", "</s>", "</s>", "<unk>")
 _PHI3_TOKENS = TokenSpec(("<unk>", "<s>", "</s>"), "<s>", "<|endoftext|>", "<|endoftext|>", "<unk>")
 _YI_TOKENS = TokenSpec(("<unk>", "<|startoftext|>", "<|endoftext|>"), "<|startoftext|>", "<|im_end|>", "<unk>", "<unk>")
+# Qwen2.5's added tokens (ids 151643..151664), then Qwen3's four more: the
+# InternVL tokens come after them, so `<IMG_CONTEXT>` is 151667 in Qwen2.5
+# releases and 151671 in Qwen3 ones.
+QWEN2_5_ADDED = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
+    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+)
+QWEN3_ADDED = (*QWEN2_5_ADDED, "<tool_response>", "</tool_response>", "<think>", "</think>")
+# Added tokens Qwen's tokenizers mark `special: false` (kept in decoded text).
+QWEN_PLAIN_TOKENS = frozenset((
+    "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+    "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>",
+))
+# o200k_harmony's specials below the InternVL tokens (ids 199998..200012).
+GPT_OSS_ADDED = (
+    "<|startoftext|>", "<|endoftext|>", "<|reserved_200000|>", "<|reserved_200001|>", "<|return|>",
+    "<|constrain|>", "<|reserved_200004|>", "<|channel|>", "<|start|>", "<|end|>", "<|message|>",
+    "<|reserved_200009|>", "<|reserved_200010|>", "<|reserved_200011|>", "<|call|>",
+)
+_QWEN2_5_TOKENS = TokenSpec(QWEN2_5_ADDED, None, "<|im_end|>", "<|endoftext|>", None)
+_QWEN3_TOKENS = TokenSpec(QWEN3_ADDED, None, "<|im_end|>", "<|endoftext|>", None)
+_INTERNLM3_TOKENS = TokenSpec(("<unk>", "<s>", "</s>"), "<s>", "</s>", "</s>", "<unk>")
+_GPT_OSS_TOKENS = TokenSpec(GPT_OSS_ADDED, "<|startoftext|>", "<|return|>", "<|endoftext|>", None)
 _LLAMA3_TOKENS = TokenSpec(
     ("<|begin_of_text|>", "<|end_of_text|>"), "<|begin_of_text|>", "<|im_end|>", "<|end_of_text|>", None
 )
@@ -260,6 +295,139 @@ def _llama3_70b() -> dict[str, Any]:
     )
 
 
+def _qwen2_5(
+    hidden: int, inter: int, layers: int, heads: int, kv: int, *, dynamic_rope: bool, window_layers: int | None = None
+) -> dict[str, Any]:
+    """A Qwen2.5 backbone as InternVL releases it: vocab 151674, untied head.
+
+    InternVL3 adds dynamic-NTK rope scaling (factor 2) and ends on id 151643;
+    InternVL2.5 keeps Qwen2.5's rope and eos 151645.
+    """
+    return {
+        **_qwen2_0_5b(),
+        "vocab_size": 151674,
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "max_window_layers": layers if window_layers is None else window_layers,
+        "rope_scaling": {"type": "dynamic", "factor": 2.0} if dynamic_rope else None,
+        "eos_token_id": 151643 if dynamic_rope else 151645,
+    }
+
+
+def _internlm3_8b() -> dict[str, Any]:
+    return {
+        "architectures": ["InternLM3ForCausalLM"],
+        "model_type": "internlm3",
+        "vocab_size": 128512,
+        "hidden_size": 4096,
+        "intermediate_size": 10240,
+        "num_hidden_layers": 48,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 2,
+        "head_dim": 128,
+        "hidden_act": "silu",
+        "max_position_embeddings": 32768,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 50000000,
+        "rope_scaling": {"type": "dynamic", "factor": 6.0},
+        "qkv_bias": False,
+        "bias": False,
+        "tie_word_embeddings": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 2,
+        "initializer_range": 0.02,
+    }
+
+
+def _qwen3(hidden: int, inter: int, layers: int, heads: int, kv: int = 8) -> dict[str, Any]:
+    return {
+        "architectures": ["Qwen3ForCausalLM"],
+        "model_type": "qwen3",
+        "vocab_size": 151936,
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "head_dim": 128,
+        "hidden_act": "silu",
+        "max_position_embeddings": 40960,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "rope_scaling": None,
+        "attention_bias": False,
+        "use_sliding_window": False,
+        "sliding_window": None,
+        "max_window_layers": layers,
+        "tie_word_embeddings": False,
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+    }
+
+
+def _qwen3_moe(hidden: int, inter: int, layers: int, heads: int, kv: int, moe_inter: int) -> dict[str, Any]:
+    return {
+        **_qwen3(hidden, inter, layers, heads, kv),
+        "architectures": ["Qwen3MoeForCausalLM"],
+        "model_type": "qwen3_moe",
+        "num_experts": 128,
+        "num_experts_per_tok": 8,
+        "moe_intermediate_size": moe_inter,
+        "norm_topk_prob": True,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+        "router_aux_loss_coef": 0.001,
+        "output_router_logits": False,
+    }
+
+
+def _gpt_oss_20b() -> dict[str, Any]:
+    layers = 24
+    return {
+        "architectures": ["GptOssForCausalLM"],
+        "model_type": "gpt_oss",
+        "vocab_size": 201088,
+        "hidden_size": 2880,
+        "intermediate_size": 2880,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "num_local_experts": 32,
+        "num_experts_per_tok": 4,
+        "sliding_window": 128,
+        "layer_types": ["sliding_attention", "full_attention"] * (layers // 2),
+        "hidden_act": "silu",
+        "swiglu_limit": 7.0,
+        "attention_bias": True,
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 150000.0,
+        "rope_scaling": {
+            "type": "yarn",
+            "factor": 32.0,
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "truncate": False,
+            "original_max_position_embeddings": 4096,
+        },
+        "router_aux_loss_coef": 0.9,
+        "output_router_logits": False,
+        "tie_word_embeddings": False,
+        "bos_token_id": 199998,
+        "eos_token_id": 200002,
+        "pad_token_id": 199999,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+    }
+
+
 @dataclass(frozen=True)
 class FamilySpec:
     """One released checkpoint: where it lives, its parts and its tokens."""
@@ -272,6 +440,10 @@ class FamilySpec:
     tokens: TokenSpec
     is_tiny: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def generation(self) -> str:
+        return next(name for name, members in GENERATIONS.items() if self.name in members)
 
     @property
     def template_spec(self) -> TemplateSpec:
@@ -339,6 +511,13 @@ def _tiny_llm(llm: dict[str, Any]) -> dict[str, Any]:
     )
     if "max_window_layers" in tiny:
         tiny["max_window_layers"] = 2
+    if "head_dim" in tiny:
+        tiny["head_dim"] = 32
+    if "num_experts" in tiny:  # Qwen3-MoE: still more experts than are picked
+        tiny.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64)
+    if "num_local_experts" in tiny:  # GPT-OSS; its 128-token window stays, images exceed it
+        tiny.update(num_local_experts=4, num_experts_per_tok=2)
+        tiny["layer_types"] = tiny["layer_types"][:2]
     scaling = tiny.get("rope_scaling")
     if scaling and "long_factor" in scaling:
         # LongRoPE wants one factor per frequency pair: head_dim 32 -> 16.
@@ -365,7 +544,41 @@ FAMILIES: dict[str, FamilySpec] = {
         _family("Mini-InternVL-Chat-2B-V1-5", "internlm2-chat", _vit_300m(), _internlm2(2048, 8192, 24, 16, 2.0), _INTERNLM2_TOKENS),
         _family("Mini-InternVL-Chat-4B-V1-5", "phi3-chat", _vit_300m(), _phi3_mini_128k(), _PHI3_TOKENS),
         _family("InternVL-Chat-V1-5", "internlm2-chat", _vit_6b(), _internlm2(6144, 16384, 48, 48, 3.0), _INTERNLM2_TOKENS),
+        # InternVL2.5: InternViT-300M/6B-448px-V2_5 (same design as before, new weights).
+        _family("InternVL2_5-1B", "internvl2_5", _vit_300m(), _qwen2_5(896, 4864, 24, 14, 2, dynamic_rope=False, window_layers=21), _QWEN2_5_TOKENS),
+        _family("InternVL2_5-2B", "internvl2_5", _vit_300m(), _internlm2(2048, 8192, 24, 16, 2.0), _INTERNLM2_TOKENS),
+        _family("InternVL2_5-4B", "internvl2_5", _vit_300m(), _qwen2_5(2048, 11008, 36, 16, 2, dynamic_rope=False), _QWEN2_5_TOKENS),
+        _family("InternVL2_5-8B", "internvl2_5", _vit_300m(), _internlm2(4096, 14336, 32, 32, 2.0), _INTERNLM2_TOKENS),
+        _family("InternVL2_5-26B", "internvl2_5", _vit_6b(), _internlm2(6144, 16384, 48, 48, 2.0), _INTERNLM2_TOKENS),
+        _family("InternVL2_5-38B", "internvl2_5", _vit_6b(), _qwen2_5(5120, 27648, 64, 40, 8, dynamic_rope=False), _QWEN2_5_TOKENS),
+        _family("InternVL2_5-78B", "internvl2_5", _vit_6b(), _qwen2_5(8192, 29568, 80, 64, 8, dynamic_rope=False), _QWEN2_5_TOKENS),
+        # InternVL3: Qwen2.5 with dynamic-NTK rope, and InternLM3 for 9B.
+        _family("InternVL3-1B", "internvl2_5", _vit_300m(), _qwen2_5(896, 4864, 24, 14, 2, dynamic_rope=True), _QWEN2_5_TOKENS),
+        _family("InternVL3-2B", "internvl2_5", _vit_300m(), _qwen2_5(1536, 8960, 28, 12, 2, dynamic_rope=True, window_layers=70), _QWEN2_5_TOKENS),
+        _family("InternVL3-8B", "internvl2_5", _vit_300m(), _qwen2_5(3584, 18944, 28, 28, 4, dynamic_rope=True), _QWEN2_5_TOKENS),
+        _family("InternVL3-9B", "internvl2_5", _vit_300m(), _internlm3_8b(), _INTERNLM3_TOKENS),
+        _family("InternVL3-14B", "internvl2_5", _vit_300m(), _qwen2_5(5120, 13824, 48, 40, 8, dynamic_rope=True), _QWEN2_5_TOKENS),
+        _family("InternVL3-38B", "internvl2_5", _vit_6b(), _qwen2_5(5120, 27648, 64, 40, 8, dynamic_rope=True), _QWEN2_5_TOKENS),
+        _family("InternVL3-78B", "internvl2_5", _vit_6b(), _qwen2_5(8192, 29568, 80, 64, 8, dynamic_rope=True), _QWEN2_5_TOKENS),
+        # InternVL3.5: dense Qwen3, Qwen3-MoE and GPT-OSS.
+        _family("InternVL3_5-1B", "internvl2_5", _vit_300m(), _qwen3(1024, 3072, 28, 16), _QWEN3_TOKENS),
+        _family("InternVL3_5-2B", "internvl2_5", _vit_300m(), _qwen3(2048, 6144, 28, 16), _QWEN3_TOKENS),
+        _family("InternVL3_5-4B", "internvl2_5", _vit_300m(), _qwen3(2560, 9728, 36, 32), _QWEN3_TOKENS),
+        _family("InternVL3_5-8B", "internvl2_5", _vit_300m(), _qwen3(4096, 12288, 36, 32), _QWEN3_TOKENS),
+        _family("InternVL3_5-14B", "internvl2_5", _vit_300m(), _qwen3(5120, 17408, 40, 40), _QWEN3_TOKENS),
+        _family("InternVL3_5-38B", "internvl2_5", _vit_6b(), _qwen3(5120, 25600, 64, 64), _QWEN3_TOKENS),
+        _family("InternVL3_5-30B-A3B", "internvl2_5", _vit_300m(), _qwen3_moe(2048, 6144, 48, 32, 4, 768), _QWEN3_TOKENS),
+        _family("InternVL3_5-241B-A28B", "internvl2_5", _vit_6b(), _qwen3_moe(4096, 12288, 94, 64, 4, 1536), _QWEN3_TOKENS),
+        _family("InternVL3_5-GPT-OSS-20B-A4B-Preview", "internvl3_5_gpt_oss", _vit_300m(), _gpt_oss_20b(), _GPT_OSS_TOKENS),
     )
+}
+
+# Checkpoints by generation, in release order (the README's family table).
+GENERATIONS: dict[str, tuple[str, ...]] = {
+    "InternVL2": tuple(name for name in FAMILIES if not name.startswith("InternVL2_5") and not name.startswith("InternVL3")),
+    "InternVL2.5": tuple(name for name in FAMILIES if name.startswith("InternVL2_5")),
+    "InternVL3": tuple(name for name in FAMILIES if name.startswith("InternVL3-")),
+    "InternVL3.5": tuple(name for name in FAMILIES if name.startswith("InternVL3_5")),
 }
 
 

@@ -56,7 +56,7 @@ LAYOUTS: tuple[str, ...] = ("released", "minimal")
 
 # Bump when the output of make_checkpoint changes, so cached checkpoints from
 # an older generator are not reused by ensure_checkpoint.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 DEFAULT_MAX_SHARD_BYTES = 2_000_000
 # Target standard deviation of the logits: wide enough that random weights
 # rarely produce near-ties between the top two tokens, which would make
@@ -200,7 +200,9 @@ def _llm_shapes(lc: Any) -> dict[str, tuple[int, ...]]:
     shapes["model.embed_tokens.weight"] = (vocab, h)
     for i in range(lc.num_hidden_layers):
         p = f"model.layers.{i}."
-        if arch == "Phi3ForCausalLM":
+        if arch == "GptOssForCausalLM":
+            shapes.update(_gpt_oss_layer_shapes(p, lc, d))
+        elif arch == "Phi3ForCausalLM":
             shapes[p + "self_attn.qkv_proj.weight"] = ((heads + 2 * kv) * d, h)
             shapes[p + "self_attn.o_proj.weight"] = (h, heads * d)
             shapes[p + "mlp.gate_up_proj.weight"] = (2 * inter, h)
@@ -212,14 +214,57 @@ def _llm_shapes(lc: Any) -> dict[str, tuple[int, ...]]:
                 if qkv_bias:
                     shapes[p + f"self_attn.{name}.bias"] = (rows,)
             shapes[p + "self_attn.o_proj.weight"] = (h, heads * d)
-            shapes[p + "mlp.gate_proj.weight"] = (inter, h)
-            shapes[p + "mlp.up_proj.weight"] = (inter, h)
-            shapes[p + "mlp.down_proj.weight"] = (h, inter)
+            if arch in ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM"):
+                shapes[p + "self_attn.q_norm.weight"] = (d,)
+                shapes[p + "self_attn.k_norm.weight"] = (d,)
+            if arch == "Qwen3MoeForCausalLM" and _is_sparse_layer(lc, i):
+                shapes.update(_qwen3_moe_shapes(p, lc))
+            else:
+                shapes[p + "mlp.gate_proj.weight"] = (inter, h)
+                shapes[p + "mlp.up_proj.weight"] = (inter, h)
+                shapes[p + "mlp.down_proj.weight"] = (h, inter)
         shapes[p + "input_layernorm.weight"] = (h,)
         shapes[p + "post_attention_layernorm.weight"] = (h,)
     shapes["model.norm.weight"] = (h,)
     if not lc.tie_word_embeddings:
         shapes["lm_head.weight"] = (vocab, h)
+    return shapes
+
+
+def _is_sparse_layer(lc: Any, layer: int) -> bool:
+    step = lc.decoder_sparse_step
+    return layer not in lc.mlp_only_layers and lc.num_experts > 0 and (layer + 1) % step == 0
+
+
+def _qwen3_moe_shapes(p: str, lc: Any) -> dict[str, tuple[int, ...]]:
+    """Qwen3-MoE's router and experts, one tensor set per expert as released."""
+    h, inter = lc.hidden_size, lc.moe_intermediate_size
+    shapes: dict[str, tuple[int, ...]] = {p + "mlp.gate.weight": (lc.num_experts, h)}
+    for e in range(lc.num_experts):
+        shapes[p + f"mlp.experts.{e}.gate_proj.weight"] = (inter, h)
+        shapes[p + f"mlp.experts.{e}.up_proj.weight"] = (inter, h)
+        shapes[p + f"mlp.experts.{e}.down_proj.weight"] = (h, inter)
+    return shapes
+
+
+def _gpt_oss_layer_shapes(p: str, lc: Any, d: int) -> dict[str, tuple[int, ...]]:
+    """GPT-OSS in transformers' bf16 form: biased attention with sinks, fused experts
+    (gate and up interleaved along the last axis of `gate_up_proj`)."""
+    h, inter, experts = lc.hidden_size, lc.intermediate_size, lc.num_local_experts
+    heads, kv = lc.num_attention_heads, lc.num_key_value_heads
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, rows in (("q_proj", heads * d), ("k_proj", kv * d), ("v_proj", kv * d)):
+        shapes[p + f"self_attn.{name}.weight"] = (rows, h)
+        shapes[p + f"self_attn.{name}.bias"] = (rows,)
+    shapes[p + "self_attn.o_proj.weight"] = (h, heads * d)
+    shapes[p + "self_attn.o_proj.bias"] = (h,)
+    shapes[p + "self_attn.sinks"] = (heads,)
+    shapes[p + "mlp.router.weight"] = (experts, h)
+    shapes[p + "mlp.router.bias"] = (experts,)
+    shapes[p + "mlp.experts.gate_up_proj"] = (experts, h, 2 * inter)
+    shapes[p + "mlp.experts.gate_up_proj_bias"] = (experts, 2 * inter)
+    shapes[p + "mlp.experts.down_proj"] = (experts, inter, h)
+    shapes[p + "mlp.experts.down_proj_bias"] = (experts, h)
     return shapes
 
 
@@ -250,6 +295,8 @@ def _init_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator, *, is_
         return normal(0.02)
     # Unit-gain init (std 1/sqrt(fan_in)): each sub-layer contributes O(1) to
     # the residual stream, so image features and every layer visibly matter.
+    if len(shape) == 3:  # GPT-OSS's fused experts, [experts, in, out]
+        return normal(1.0 / math.sqrt(shape[1]))
     return normal(1.0 / math.sqrt(math.prod(shape[1:])))
 
 
@@ -406,7 +453,8 @@ def make_checkpoint(
     if spec.is_tiny:
         weights = random_weights(config, seed)
         if layout == "released":
-            _save_released_weights(weights, out_path, release_for(spec).shards)
+            # A tiny twin of the largest releases has fewer tensors than they have shards.
+            _save_released_weights(weights, out_path, min(release_for(spec).shards, len(weights)))
         else:
             _save_weights(weights, out_path, max_shard_bytes)
     return out_path

@@ -23,6 +23,9 @@ Provenance (what could and could not be checked against the releases):
 | `attn_implementation` for 1B/4B/40B/76B | unverified; set as 8B/26B |
 | shard counts (1, 1, 2, 4, 11, 17, 32, 1, 2, 11) | unverified: bf16 size / transformers' 5 GB default shard limit |
 | generation_config.json content | unverified; stop ids kept so generation ends as released chat() does |
+| InternVL2.5/3/3.5: template `internvl2_5`, top-level fields | InternVL2_5-1B/2B, InternVL3-1B/2B, InternVL3_5-8B configs copied in public repos |
+| InternVL2.5/3/3.5: shard counts, `_name_or_path`, 4.37-era fields | unverified (as above); the releases' own `_name_or_path` values are training paths |
+| InternVL3-9B llm `auto_map` and remote files (InternLM3) | unverified |
 """
 
 from __future__ import annotations
@@ -76,6 +79,12 @@ INTERNLM2_REMOTE_CODE = (
     "tokenization_internlm2_fast.py",
 )
 PHI3_REMOTE_CODE = ("configuration_phi3.py", "modeling_phi3.py")
+INTERNLM3_AUTO_MAP = {
+    "AutoConfig": "configuration_internlm3.InternLM3Config",
+    "AutoModel": "modeling_internlm3.InternLM3Model",
+    "AutoModelForCausalLM": "modeling_internlm3.InternLM3ForCausalLM",
+}
+INTERNLM3_REMOTE_CODE = ("configuration_internlm3.py", "modeling_internlm3.py", "tokenization_internlm3.py")
 
 # What transformers 4.37's PretrainedConfig.to_dict() wrote into every
 # sub-config of the released InternVL2 configs (generation and task defaults).
@@ -151,6 +160,11 @@ def _internlm2(shards: int, name: str) -> Release:
     return Release(shards, name, INTERNLM2_AUTO_MAP, INTERNVL_REMOTE_CODE + INTERNLM2_REMOTE_CODE)
 
 
+def _plain(shards: int, name: str) -> Release:
+    """A backbone transformers has natively: no llm `auto_map`, InternVL's remote code only."""
+    return Release(shards, name, None, INTERNVL_REMOTE_CODE)
+
+
 def _phi3(shards: int) -> Release:
     return Release(shards, "microsoft/Phi-3-mini-128k-instruct", PHI3_AUTO_MAP, INTERNVL_REMOTE_CODE + PHI3_REMOTE_CODE)
 
@@ -166,6 +180,29 @@ RELEASES: dict[str, Release] = {
     "Mini-InternVL-Chat-2B-V1-5": _internlm2(1, "internlm/internlm2-chat-1_8b"),
     "Mini-InternVL-Chat-4B-V1-5": _phi3(2),
     "InternVL-Chat-V1-5": _internlm2(11, "internlm/internlm2-chat-20b"),
+    "InternVL2_5-1B": _plain(1, "Qwen/Qwen2.5-0.5B-Instruct"),
+    "InternVL2_5-2B": _internlm2(1, "internlm/internlm2_5-1_8b-chat"),
+    "InternVL2_5-4B": _plain(2, "Qwen/Qwen2.5-3B-Instruct"),
+    "InternVL2_5-8B": _internlm2(4, "internlm/internlm2_5-7b-chat"),
+    "InternVL2_5-26B": _internlm2(11, "internlm/internlm2_5-20b-chat"),
+    "InternVL2_5-38B": _plain(16, "Qwen/Qwen2.5-32B-Instruct"),
+    "InternVL2_5-78B": _plain(33, "Qwen/Qwen2.5-72B-Instruct"),
+    "InternVL3-1B": _plain(1, "Qwen/Qwen2.5-0.5B"),
+    "InternVL3-2B": _plain(1, "Qwen/Qwen2.5-1.5B"),
+    "InternVL3-8B": _plain(4, "Qwen/Qwen2.5-7B"),
+    "InternVL3-9B": Release(4, "internlm/internlm3-8b-instruct", INTERNLM3_AUTO_MAP, INTERNVL_REMOTE_CODE + INTERNLM3_REMOTE_CODE),
+    "InternVL3-14B": _plain(7, "Qwen/Qwen2.5-14B"),
+    "InternVL3-38B": _plain(16, "Qwen/Qwen2.5-32B"),
+    "InternVL3-78B": _plain(33, "Qwen/Qwen2.5-72B"),
+    "InternVL3_5-1B": _plain(1, "Qwen/Qwen3-0.6B"),
+    "InternVL3_5-2B": _plain(1, "Qwen/Qwen3-1.7B"),
+    "InternVL3_5-4B": _plain(2, "Qwen/Qwen3-4B"),
+    "InternVL3_5-8B": _plain(4, "Qwen/Qwen3-8B"),
+    "InternVL3_5-14B": _plain(7, "Qwen/Qwen3-14B"),
+    "InternVL3_5-38B": _plain(16, "Qwen/Qwen3-32B"),
+    "InternVL3_5-30B-A3B": _plain(13, "Qwen/Qwen3-30B-A3B"),
+    "InternVL3_5-241B-A28B": _plain(97, "Qwen/Qwen3-235B-A22B"),
+    "InternVL3_5-GPT-OSS-20B-A4B-Preview": _plain(9, "openai/gpt-oss-20b"),
 }
 
 

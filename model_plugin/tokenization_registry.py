@@ -28,6 +28,7 @@ def register_tokenizers() -> None:
 
     from .configuration import InternLM2Config
     from .tokenization_internlm2 import InternLM2Tokenizer
+    from .tokenization_internlm3 import InternLM3Tokenizer
     from .tokenization_llama import LlamaTokenizer
 
     AutoTokenizer.register(InternLM2Config, tokenizer_class=InternLM2Tokenizer, exist_ok=True)
@@ -37,6 +38,7 @@ def register_tokenizers() -> None:
     names = {
         "InternLM2Tokenizer": InternLM2Tokenizer,
         "InternLM2TokenizerFast": InternLM2Tokenizer,
+        "InternLM3Tokenizer": InternLM3Tokenizer,
         "LlamaTokenizer": LlamaTokenizer,
         "LlamaTokenizerFast": LlamaTokenizer,
     }

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from .families import INTERNVL_TOKENS, FamilySpec
+from .families import GPT_OSS_ADDED, INTERNVL_TOKENS, QWEN_PLAIN_TOKENS, FamilySpec
 
 __all__ = [
     "DEFAULT_BPE_VOCAB",
@@ -97,8 +97,27 @@ def build_tokenizer(spec: FamilySpec, bpe_vocab_size: int = DEFAULT_BPE_VOCAB) -
     return tokenizer
 
 
-def chat_template_for(template: str) -> str:
+# The system message the InternVL2.5 and InternVL3 tokenizers' chat templates add
+# when a conversation has none (InternVL3.5's add none).
+INTERNVL2_5_SYSTEM = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+
+
+def chat_template_for(template: str, default_system: str | None = None) -> str:
     """A Jinja chat template in the format of the InternVL conversation template."""
+    if template == "internvl3_5_gpt_oss":
+        # Harmony, reduced to the messages InternVL's template writes.
+        return (
+            "{% for message in messages %}"
+            "{{ '<|start|>' + message['role'] + '<|message|>' + message['content'] + '<|end|>' }}"
+            "{% endfor %}"
+            "{% if add_generation_prompt %}{{ '<|start|>assistant' }}{% endif %}"
+        )
+    if default_system is not None:
+        return (
+            "{% if messages[0]['role'] != 'system' %}"
+            "{{ '<|im_start|>system\n" + default_system + "<|im_end|>\n' }}"
+            "{% endif %}" + chat_template_for(template)
+        )
     if template == "phi3-chat":
         return (
             "{% for message in messages %}"
@@ -301,10 +320,16 @@ def _write_common(
     named: dict[str, str | None],
     additional: list[str],
     added_tokens_json: dict[str, int] | None,
+    plain: frozenset[str] = frozenset(),
 ) -> None:
-    """tokenizer_config.json, special_tokens_map.json and (optionally) added_tokens.json."""
+    """tokenizer_config.json, special_tokens_map.json and (optionally) added_tokens.json.
+
+    `plain`: added tokens the release marks `special: false` (kept when decoding).
+    """
     config = {
-        "added_tokens_decoder": {str(i): _token_entry(tok) for tok, i in sorted(ids.items(), key=lambda kv: kv[1])},
+        "added_tokens_decoder": {
+            str(i): _token_entry(tok, special=tok not in plain) for tok, i in sorted(ids.items(), key=lambda kv: kv[1])
+        },
         "additional_special_tokens": additional,
         **named,
         **config,
@@ -321,8 +346,12 @@ def _backbone(spec: FamilySpec) -> str:
     arch = spec.llm_architecture
     if arch == "InternLM2ForCausalLM":
         return "internlm2"
-    if arch == "Qwen2ForCausalLM":
+    if arch == "InternLM3ForCausalLM":
+        return "internlm3"
+    if arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM"):
         return "qwen2"
+    if arch == "GptOssForCausalLM":
+        return "gpt_oss"
     if arch == "Phi3ForCausalLM":
         return "phi3"
     if arch == "LlamaForCausalLM":
@@ -354,7 +383,7 @@ def _write_internlm2(spec: FamilySpec, out: Path, add_dummy_prefix: bool) -> dic
         },
         "add_bos_token": True,
         "add_eos_token": False,
-        "chat_template": "{{ bos_token }}" + chat_template_for(spec.template),
+        "chat_template": "{{ bos_token }}" + chat_template_for(spec.template, _default_system(spec)),
         "clean_up_tokenization_spaces": False,
         "decode_with_prefix_space": False,
         "model_max_length": _UNBOUNDED_LENGTH,
@@ -428,7 +457,12 @@ def _write_yi(spec: FamilySpec, out: Path) -> dict[str, int]:
 
 
 def _train_byte_level(
-    pattern: str, specials: tuple[str, ...], vocab_size: int, *, ignore_merges: bool = False
+    pattern: str,
+    specials: tuple[str, ...],
+    vocab_size: int,
+    *,
+    ignore_merges: bool = False,
+    plain: frozenset[str] = frozenset(),
 ) -> Tokenizer:
     tokenizer = Tokenizer(models.BPE(unk_token=None, byte_fallback=False, ignore_merges=ignore_merges))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
@@ -443,17 +477,31 @@ def _train_byte_level(
         show_progress=False,
     )
     tokenizer.train_from_iterator(released_training_corpus(), trainer=trainer)
-    tokenizer.add_special_tokens([AddedToken(tok, special=True, normalized=False) for tok in specials])
+    # One call, so ids follow `specials`' order whichever are plain.
+    tokenizer.add_tokens([AddedToken(tok, special=tok not in plain, normalized=False) for tok in specials])
     return tokenizer
 
 
+def _default_system(spec: FamilySpec) -> str | None:
+    """The system message the release's tokenizer chat template adds by itself."""
+    if spec.template == "internvl2_5" and spec.generation in ("InternVL2.5", "InternVL3"):
+        return INTERNVL2_5_SYSTEM
+    return None
+
+
 def _write_qwen2(spec: FamilySpec, out: Path) -> dict[str, int]:
-    tokenizer = _train_byte_level(QWEN2_PATTERN, (*QWEN2_SPECIAL_TOKENS, *INTERNVL_TOKENS), DEFAULT_BPE_VOCAB)
+    """Qwen2, Qwen2.5 and Qwen3 backbones: vocab.json + merges.txt (and, for
+    Qwen3 releases, tokenizer.json as well)."""
+    base = spec.tokens.base_tokens
+    plain = QWEN_PLAIN_TOKENS.intersection(base)
+    tokenizer = _train_byte_level(QWEN2_PATTERN, (*base, *INTERNVL_TOKENS), DEFAULT_BPE_VOCAB, plain=plain)
     tokenizer.model.save(str(out))  # vocab.json + merges.txt, as the release ships them
-    ids = {tok: tokenizer.token_to_id(tok) for tok in (*QWEN2_SPECIAL_TOKENS, *INTERNVL_TOKENS)}
+    if spec.generation == "InternVL3.5":
+        tokenizer.save(str(out / "tokenizer.json"))
+    ids = {tok: tokenizer.token_to_id(tok) for tok in (*base, *INTERNVL_TOKENS)}
     config = {
         "add_prefix_space": False,
-        "chat_template": chat_template_for(spec.template),
+        "chat_template": chat_template_for(spec.template, _default_system(spec)),
         "clean_up_tokenization_spaces": False,
         "errors": "replace",
         "model_max_length": spec.llm["max_position_embeddings"],
@@ -461,7 +509,7 @@ def _write_qwen2(spec: FamilySpec, out: Path) -> dict[str, int]:
         "tokenizer_class": "Qwen2Tokenizer",
     }
     named = {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": None}
-    _write_common(out, ids, config, named, ["<|im_start|>", "<|im_end|>", *INTERNVL_TOKENS], dict(ids))
+    _write_common(out, ids, config, named, ["<|im_start|>", "<|im_end|>", *INTERNVL_TOKENS], dict(ids), plain)
     return ids
 
 
@@ -492,6 +540,61 @@ def _write_llama3(spec: FamilySpec, out: Path) -> dict[str, int]:
     return ids
 
 
+# o200k's pre-tokenizer (GPT-OSS's o200k_harmony uses the same).
+O200K_PATTERN = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def _write_gpt_oss(spec: FamilySpec, out: Path) -> dict[str, int]:
+    """o200k_harmony's form: one tokenizer.json, no BOS added."""
+    tokenizer = _train_byte_level(
+        O200K_PATTERN, (*GPT_OSS_ADDED, *INTERNVL_TOKENS), DEFAULT_BPE_VOCAB, ignore_merges=True
+    )
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    tokenizer.save(str(out / "tokenizer.json"))
+    ids = {tok: tokenizer.token_to_id(tok) for tok in (*GPT_OSS_ADDED, *INTERNVL_TOKENS)}
+    config = {
+        "chat_template": chat_template_for(spec.template),
+        "clean_up_tokenization_spaces": False,
+        "model_input_names": ["input_ids", "attention_mask"],
+        "model_max_length": spec.llm["max_position_embeddings"],
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    }
+    named = {"bos_token": "<|startoftext|>", "eos_token": "<|return|>", "pad_token": "<|endoftext|>"}
+    _write_common(out, ids, config, named, list(INTERNVL_TOKENS), None)
+    return ids
+
+
+def _write_internlm3(spec: FamilySpec, out: Path) -> dict[str, int]:
+    """InternLM3: a sentencepiece model without dummy prefix (its tokenizer class
+    puts one "▁" before the whole input), chat tokens added after the pieces."""
+    model = train_sentencepiece(add_dummy_prefix=False)
+    (out / "tokenizer.model").write_bytes(model)
+    pieces = _sp_ids(model)
+    ids = {tok: pieces[tok] for tok in ("<unk>", "<s>", "</s>")}
+    chat = ("<|im_start|>", "<|im_end|>")
+    added = {tok: len(pieces) + i for i, tok in enumerate((*chat, *INTERNVL_TOKENS))}
+    ids.update(added)
+    config = {
+        "auto_map": {"AutoTokenizer": ["tokenization_internlm3.InternLM3Tokenizer", None]},
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "add_prefix_space": True,
+        "chat_template": "{{ bos_token }}" + chat_template_for(spec.template, _default_system(spec)),
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": spec.llm["max_position_embeddings"],
+        "sp_model_kwargs": {},
+        "spaces_between_special_tokens": False,
+        "tokenizer_class": "InternLM3Tokenizer",
+    }
+    named = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>"}
+    _write_common(out, ids, config, named, [*chat, *INTERNVL_TOKENS], added)
+    return ids
+
+
 def write_released_tokenizer(
     spec: FamilySpec, out: Path, *, add_dummy_prefix: bool | None = None
 ) -> dict[str, int]:
@@ -509,4 +612,12 @@ def write_released_tokenizer(
         raise ValueError("add_dummy_prefix only applies to InternLM2 backbones")
     if backbone == "internlm2":
         return _write_internlm2(spec, out, bool(add_dummy_prefix))
-    return {"qwen2": _write_qwen2, "phi3": _write_phi3, "yi": _write_yi, "llama3": _write_llama3}[backbone](spec, out)
+    writers = {
+        "qwen2": _write_qwen2,
+        "phi3": _write_phi3,
+        "yi": _write_yi,
+        "llama3": _write_llama3,
+        "internlm3": _write_internlm3,
+        "gpt_oss": _write_gpt_oss,
+    }
+    return writers[backbone](spec, out)

@@ -1,4 +1,4 @@
-"""Official InternVL2 conversation templates and image placeholder helpers."""
+"""Official InternVL conversation templates and image placeholder helpers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,28 @@ DEFAULT_SYSTEM_MESSAGE = (
     "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
 )
 
+# The `internvl2_5` template's system message (InternVL2.5, InternVL3 and InternVL3.5).
+INTERNVL2_5_SYSTEM_MESSAGE = (
+    "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+)
+# InternVL3.5's thinking mode is this system message (the model card's
+# R1_SYSTEM_PROMPT): the answer then opens with <think>...</think>.
+THINKING_SYSTEM_MESSAGE = (
+    "You are an AI assistant that rigorously follows this response protocol:\n\n"
+    "1. First, conduct a detailed analysis of the question. Consider different angles, potential solutions, "
+    "and reason through the problem step-by-step. Enclose this entire thinking process within <think> and "
+    "</think> tags.\n\n"
+    "2. After the thinking section, provide a clear, concise, and direct answer to the user's question. "
+    "Separate the answer from the think section with a newline.\n\n"
+    "Ensure that the thinking process is thorough but remains focused on the query. The final answer should "
+    "be standalone and not reference the thinking section."
+)
+GPT_OSS_SYSTEM_MESSAGE = (
+    "You are InternVL, a large language model trained by Shanghai AI Laboratory.\n"
+    "Knowledge cutoff: 2024-06\nCurrent date: 2025-08-06\n\nReasoning: low\n\n"
+    "# Valid channels: final. Channel must be included for every message."
+)
+
 IMAGE_PLACEHOLDER = "<image>"
 IMG_START_TOKEN = "<img>"
 IMG_END_TOKEN = "</img>"
@@ -19,7 +41,11 @@ TOKENS_PER_TILE = 256
 
 @dataclass(frozen=True)
 class ChatTemplate:
-    """An MPT-separator-style template (the only style InternVL2 uses)."""
+    """An MPT-separator-style template (every InternVL template is one).
+
+    `final_sep` is MPT_TWO's second separator: it ends an answer that closes the
+    conversation (the GPT-OSS member's `<|return|>`), where MPT uses `sep`.
+    """
 
     name: str
     system_template: str
@@ -27,6 +53,7 @@ class ChatTemplate:
     sep: str
     stop_strings: tuple[str, ...]
     default_system_message: str = DEFAULT_SYSTEM_MESSAGE
+    final_sep: str | None = None
 
     def render(self, turns: Sequence[tuple[str, str | None]], system_message: str | None = None) -> str:
         """Prompt text for (user, assistant) turns; a final None answer asks for generation."""
@@ -40,7 +67,8 @@ class ChatTemplate:
             if assistant_text is None and position != len(turns) - 1:
                 raise ValueError("only the last turn may lack an assistant answer")
             prompt += _mpt_message(user_role, user_text, self.sep)
-            prompt += _mpt_message(assistant_role, assistant_text, self.sep)
+            is_last = position == len(turns) - 1
+            prompt += _mpt_message(assistant_role, assistant_text, (is_last and self.final_sep) or self.sep)
         return prompt
 
 
@@ -75,6 +103,24 @@ _TEMPLATES = {
             roles=("<|user|>\n", "<|assistant|>\n"),
             sep="<|end|>",
             stop_strings=("<|end|>",),
+        ),
+        ChatTemplate(
+            name="internvl2_5",
+            system_template="<|im_start|>system\n{system_message}",
+            roles=_CHATML_ROLES,
+            sep="<|im_end|>\n",
+            # chat() stops on the separator without its newline.
+            stop_strings=("<|im_end|>",),
+            default_system_message=INTERNVL2_5_SYSTEM_MESSAGE,
+        ),
+        ChatTemplate(
+            name="internvl3_5_gpt_oss",
+            system_template="<|start|>system<|message|>{system_message}",
+            roles=("<|start|>user<|message|>", "<|start|>assistant"),
+            sep="<|end|>",
+            final_sep="<|return|>",
+            stop_strings=("<|return|>",),
+            default_system_message=GPT_OSS_SYSTEM_MESSAGE,
         ),
     )
 }

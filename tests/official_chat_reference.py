@@ -23,6 +23,10 @@ from pathlib import Path
 import regex
 
 SYSTEM_MESSAGE = "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
+# The `internvl2_5` and `internvl3_5_gpt_oss` registrations' own system messages.
+INTERNVL2_5_SYSTEM = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+GPT_OSS_SYSTEM = ("You are InternVL, a large language model trained by Shanghai AI Laboratory.\nKnowledge cutoff: 2024-06\n"
+                  "Current date: 2025-08-06\n\nReasoning: low\n\n# Valid channels: final. Channel must be included for every message.")
 IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
 NUM_IMAGE_TOKEN = 256  # (448 / 14)^2 * 0.5^2
 
@@ -35,6 +39,7 @@ class Conversation:
     roles: tuple[str, str]
     sep: str
     system_message: str = SYSTEM_MESSAGE
+    sep2: str | None = None  # SeparatorStyle.MPT_TWO: ends a final non-empty message
 
     def __post_init__(self) -> None:
         self.messages: list[tuple[str, str | None]] = []
@@ -44,12 +49,22 @@ class Conversation:
 
     def get_prompt(self) -> str:
         ret = self.system_template.format(system_message=self.system_message) + self.sep
-        for role, message in self.messages:
-            ret += role + message + self.sep if message else role
+        for index, (role, message) in enumerate(self.messages):
+            if not message:
+                ret += role
+                continue
+            last = index == len(self.messages) - 1
+            ret += role + message + (self.sep2 if last and self.sep2 else self.sep)
         return ret
 
 
 def get_conv_template(name: str) -> Conversation:
+    if name == "internvl2_5":
+        return Conversation("<|im_start|>system\n{system_message}", ("<|im_start|>user\n", "<|im_start|>assistant\n"),
+                            "<|im_end|>\n", INTERNVL2_5_SYSTEM)
+    if name == "internvl3_5_gpt_oss":
+        return Conversation("<|start|>system<|message|>{system_message}", ("<|start|>user<|message|>", "<|start|>assistant"),
+                            "<|end|>", GPT_OSS_SYSTEM, sep2="<|return|>")
     if name in ("Hermes-2", "internlm2-chat"):
         return Conversation("<|im_start|>system\n{system_message}", ("<|im_start|>user\n", "<|im_start|>assistant\n"),
                             "<|im_end|>")
@@ -95,6 +110,16 @@ QWEN2_PATTERN = (
 LLAMA3_PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
+# tiktoken's o200k_base pattern, which o200k_harmony keeps.
+O200K_PATTERN = "|".join([
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""\p{N}{1,3}""",
+    r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+    r"""\s*[\r\n]+""",
+    r"""\s+(?!\S)""",
+    r"""\s+""",
+])
 
 
 @dataclass(frozen=True)
@@ -113,6 +138,9 @@ KINDS = {
     "yi": TokenizerKind("LlamaTokenizer (sentencepiece, legacy)", adds_bos=False),
     "qwen2": TokenizerKind("Qwen2Tokenizer (byte-level BPE)", adds_bos=False),
     "llama3": TokenizerKind("Llama-3 PreTrainedTokenizerFast (byte-level BPE)", adds_bos=True),
+    # InternLM3Tokenizer: LlamaTokenizer(legacy=False) behaviour built in.
+    "internlm3": TokenizerKind("InternLM3Tokenizer (sentencepiece, one leading prefix)", adds_bos=True, legacy=False),
+    "gpt_oss": TokenizerKind("o200k_harmony PreTrainedTokenizerFast (byte-level BPE)", adds_bos=False),
 }
 
 
@@ -166,7 +194,7 @@ class ReferenceTokenizer:
         return [chunk for chunk in self._split.split(text) if chunk]
 
     def encode(self, query: str) -> list[int]:
-        if self.backbone in ("qwen2", "llama3"):
+        if self.backbone in ("qwen2", "llama3", "gpt_oss"):
             ids = self._encode_byte_level(query)
         else:
             ids = self._encode_sentencepiece(query)
@@ -230,6 +258,8 @@ class ReferenceTokenizer:
         if self.backbone == "qwen2":
             text = unicodedata.normalize("NFC", text)
             pattern = QWEN2_PATTERN
+        elif self.backbone == "gpt_oss":
+            pattern = O200K_PATTERN
         else:
             pattern = LLAMA3_PATTERN
         vocab, ranks = self._bpe_model

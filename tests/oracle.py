@@ -6,17 +6,21 @@ test suite uses this; nothing here is shared with the plugin's code.
 """
 
 import json
+import re
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from transformers import (
+    GptOssConfig,
     InternVLConfig,
     InternVLForConditionalGeneration,
     InternVLVisionConfig,
     LlamaConfig,
     Phi3Config,
     Qwen2Config,
+    Qwen3Config,
+    Qwen3MoeConfig,
 )
 
 _VISION_RENAMES = [
@@ -63,6 +67,29 @@ def _text_config(llm: dict):
         return LlamaConfig(**llm)
     if arch_type == "phi3":
         return Phi3Config(**llm)
+    if arch_type == "qwen3":
+        return Qwen3Config(**llm)
+    if arch_type == "qwen3_moe":
+        return Qwen3MoeConfig(**llm)
+    if arch_type == "gpt_oss":
+        return GptOssConfig(**llm)
+    if arch_type == "internlm3":
+        # InternLM3's modeling code is a Llama with its own head_dim.
+        return LlamaConfig(
+            vocab_size=llm["vocab_size"],
+            hidden_size=llm["hidden_size"],
+            intermediate_size=llm["intermediate_size"],
+            num_hidden_layers=llm["num_hidden_layers"],
+            num_attention_heads=llm["num_attention_heads"],
+            num_key_value_heads=llm["num_key_value_heads"],
+            head_dim=llm["head_dim"],
+            hidden_act=llm.get("hidden_act", "silu"),
+            max_position_embeddings=llm["max_position_embeddings"],
+            rms_norm_eps=llm["rms_norm_eps"],
+            rope_parameters={"rope_type": "default", "rope_theta": llm["rope_theta"]},
+            attention_bias=llm.get("qkv_bias", False),
+            tie_word_embeddings=llm.get("tie_word_embeddings", False),
+        )
     if arch_type == "internlm2":
         # InternLM2 is a Llama with fused, grouped qkv: the same maths.
         return LlamaConfig(
@@ -123,9 +150,35 @@ def _split_internlm2_wqkv(wqkv: torch.Tensor, llm: dict) -> tuple[torch.Tensor, 
     return q, k, v
 
 
+_EXPERT = re.compile(r"(.*\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+
+
+def _fuse_experts(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Qwen3-MoE's per-expert tensors (as released) -> transformers 5's fused
+    `experts.gate_up_proj` [E, 2I, H] (gate rows first) and `experts.down_proj` [E, H, I]."""
+    per_layer: dict[str, dict[int, dict[str, torch.Tensor]]] = {}
+    out = {}
+    for name, tensor in state.items():
+        match = _EXPERT.match(name)
+        if match is None:
+            out[name] = tensor
+            continue
+        prefix, expert, proj = match.group(1), int(match.group(2)), match.group(3)
+        per_layer.setdefault(prefix, {}).setdefault(expert, {})[proj] = tensor
+    for prefix, experts in per_layer.items():
+        order = sorted(experts)
+        out[f"{prefix}.gate_up_proj"] = torch.stack(
+            [torch.cat([experts[e]["gate_proj"], experts[e]["up_proj"]]) for e in order]
+        )
+        out[f"{prefix}.down_proj"] = torch.stack([experts[e]["down_proj"] for e in order])
+    return out
+
+
 def convert_state_dict(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
     llm = config["llm_config"]
     is_internlm2 = llm["model_type"] == "internlm2"
+    if llm["model_type"] == "qwen3_moe":
+        state = _fuse_experts(state)
     out: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
         if name.startswith("language_model."):

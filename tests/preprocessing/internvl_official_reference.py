@@ -126,8 +126,22 @@ IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
 # InternVLChatModel.system_message in the InternVL2 releases.
 SYSTEM_MESSAGE = "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
 
-# get_conv_template(name): (system_template, roles, sep); all three use SeparatorStyle.MPT.
+# conversation.py's `internvl2_5` and `internvl3_5_gpt_oss` registrations carry
+# their own system_message, which chat() installs (InternVL2.5 onwards).
+TEMPLATE_SYSTEM_MESSAGES = {
+    "internvl2_5": "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。",
+    "internvl3_5_gpt_oss": (
+        "You are InternVL, a large language model trained by Shanghai AI Laboratory.\nKnowledge cutoff: 2024-06\n"
+        "Current date: 2025-08-06\n\nReasoning: low\n\n# Valid channels: final. Channel must be included for every message."
+    ),
+}
+# MPT_TWO's sep2, closing a final non-empty message.
+CONV_SEP2 = {"internvl3_5_gpt_oss": "<|return|>"}
+
+# get_conv_template(name): (system_template, roles, sep); MPT style (MPT_TWO for gpt-oss).
 CONV_TEMPLATES = {
+    "internvl2_5": ("<|im_start|>system\n{system_message}", ("<|im_start|>user\n", "<|im_start|>assistant\n"), "<|im_end|>\n"),
+    "internvl3_5_gpt_oss": ("<|start|>system<|message|>{system_message}", ("<|start|>user<|message|>", "<|start|>assistant"), "<|end|>"),
     "Hermes-2": ("<|im_start|>system\n{system_message}", ("<|im_start|>user\n", "<|im_start|>assistant\n"), "<|im_end|>"),
     "internlm2-chat": (
         "<|im_start|>system\n{system_message}",
@@ -138,13 +152,16 @@ CONV_TEMPLATES = {
 }
 
 
-def get_prompt(template_name, messages, system_message=SYSTEM_MESSAGE):
-    """Conversation.get_prompt for SeparatorStyle.MPT; messages are (role index, text or None)."""
+def get_prompt(template_name, messages, system_message=None):
+    """Conversation.get_prompt for SeparatorStyle.MPT / MPT_TWO; messages are (role index, text or None)."""
+    if system_message is None:
+        system_message = TEMPLATE_SYSTEM_MESSAGES.get(template_name, SYSTEM_MESSAGE)
     system_template, roles, sep = CONV_TEMPLATES[template_name]
     ret = system_template.format(system_message=system_message) + sep
-    for role, message in messages:
+    for index, (role, message) in enumerate(messages):
         if message:
-            ret += roles[role] + message + sep
+            last = index == len(messages) - 1
+            ret += roles[role] + message + (CONV_SEP2.get(template_name, sep) if last else sep)
         else:
             ret += roles[role]
     return ret

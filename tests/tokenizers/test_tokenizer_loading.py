@@ -20,6 +20,10 @@ EXPECTED_CLASS = {
     "InternLM2ForCausalLM": ("model_plugin.tokenization_internlm2", "InternLM2Tokenizer"),
     "Phi3ForCausalLM": ("model_plugin.tokenization_llama", "LlamaTokenizer"),
     "Qwen2ForCausalLM": ("transformers.models.qwen2.tokenization_qwen2", "Qwen2Tokenizer"),
+    "Qwen3ForCausalLM": ("transformers.models.qwen2.tokenization_qwen2", "Qwen2Tokenizer"),
+    "Qwen3MoeForCausalLM": ("transformers.models.qwen2.tokenization_qwen2", "Qwen2Tokenizer"),
+    "InternLM3ForCausalLM": ("model_plugin.tokenization_internlm3", "InternLM3Tokenizer"),
+    "GptOssForCausalLM": ("transformers.tokenization_utils_tokenizers", "TokenizersBackend"),
 }
 
 
@@ -88,7 +92,11 @@ def _stream(tokenizer, prompt_ids: list[int], output_ids: list[int]) -> str:
 
 
 @pytest.mark.parametrize(
-    "family", ["InternVL2-1B", "InternVL2-4B", "InternVL2-8B", "InternVL2-40B", "InternVL2-Llama3-76B"]
+    "family",
+    [
+        "InternVL2-1B", "InternVL2-4B", "InternVL2-8B", "InternVL2-40B", "InternVL2-Llama3-76B",
+        "InternVL3-9B", "InternVL3_5-1B", "InternVL3_5-GPT-OSS-20B-A4B-Preview",
+    ],
 )
 def test_vllm_streamed_text_equals_full_decode(vllm_tokenizer, family):
     tokenizer = vllm_tokenizer(family)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from preprocessing import ChatTemplate, get_template
+from preprocessing import THINKING_SYSTEM_MESSAGE, ChatTemplate, get_template
 
 from .errors import APIError, BadRequest, EngineUnavailable
 from .settings import DEMO_FAMILY, DEMO_SCALE, Settings
@@ -32,6 +32,8 @@ class ModelInfo:
     use_thumbnail: bool
     min_tiles: int
     created: int
+    # The system message of the model's thinking mode (InternVL3.5), if it has one.
+    thinking_system_message: str | None = None
 
 
 @dataclass
@@ -110,7 +112,18 @@ def model_info(settings: Settings, source: str, config: dict[str, Any]) -> Model
         use_thumbnail=bool(config.get("use_thumbnail", True)),
         min_tiles=int(config.get("min_dynamic_patch", 1)),
         created=int(time.time()),
+        thinking_system_message=THINKING_SYSTEM_MESSAGE if _has_thinking_mode(config) else None,
     )
+
+
+# InternVL3.5's Qwen3 members were trained with a thinking mode (the model card's
+# R1 system prompt); earlier generations and the GPT-OSS member were not.
+_THINKING_BACKBONES = ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM")
+
+
+def _has_thinking_mode(config: dict[str, Any]) -> bool:
+    architectures = (config.get("llm_config") or {}).get("architectures") or []
+    return config.get("template") == "internvl2_5" and bool(architectures) and architectures[0] in _THINKING_BACKBONES
 
 
 def engine_args(settings: Settings, source: str) -> Any:

@@ -6,10 +6,11 @@ token count), so neither keeps a copy of these steps.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from .engine import Engine
-from .errors import EngineUnavailable, ModelNotFound
+from .errors import BadRequest, EngineUnavailable, ModelNotFound
 from .inputs import EngineInput, TileRule, load_inputs
 from .prompt import PromptPlan, plan_prompt
 from .schemas import ChatPrompt
@@ -27,7 +28,18 @@ def serving_engine(state: Any, model: str | None) -> Engine:
 
 def plan_chat(state: Any, engine: Engine, body: ChatPrompt) -> PromptPlan:
     """The prompt text and the media it refers to; validates limits, fetches nothing."""
-    return plan_prompt(body, engine.info.template, state.settings)
+    template = engine.info.template
+    if body.chat_template_kwargs is not None and body.chat_template_kwargs.enable_thinking:
+        thinking = engine.info.thinking_system_message
+        if thinking is None:
+            raise BadRequest(
+                "this model has no thinking mode (InternVL3.5's Qwen3 members have one)",
+                code="unsupported_parameter",
+                param="chat_template_kwargs.enable_thinking",
+            )
+        # The thinking mode is a system message; one the request gives still wins.
+        template = replace(template, default_system_message=thinking)
+    return plan_prompt(body, template, state.settings)
 
 
 def tile_rule(engine: Engine) -> TileRule:

@@ -155,6 +155,18 @@ class StructuredOutputs(_Model):
         return {name: value for name, value in given.items() if value is not None}
 
 
+class ChatTemplateKwargs(BaseModel):
+    """vLLM's `chat_template_kwargs`, as far as InternVL's templates have switches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enable_thinking: bool = Field(
+        False,
+        description="InternVL3.5 (Qwen3 backbones): answer in thinking mode, which is the model card's "
+        "thinking system prompt; a system message of the request's own takes its place.",
+    )
+
+
 class ChatPrompt(_Model):
     """What decides a chat request's prompt: the messages and the media extensions.
 
@@ -167,6 +179,7 @@ class ChatPrompt(_Model):
     max_tiles: int | None = Field(None, ge=1, le=MAX_TILES)
     history_max_tiles: int | None = Field(None, ge=1, le=MAX_TILES)
     num_frames: int | None = Field(None, ge=1, le=MAX_FRAMES)
+    chat_template_kwargs: ChatTemplateKwargs | None = None
 
 
 # How much work one request's bias may ask of every decoding step.

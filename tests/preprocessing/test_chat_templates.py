@@ -126,3 +126,37 @@ def test_expand_image_placeholders():
 def test_expand_image_placeholders_count_mismatch(prompt, tiles):
     with pytest.raises(ValueError):
         expand_image_placeholders(prompt, tiles)
+
+
+# --- InternVL2.5 / 3 / 3.5 -------------------------------------------------------
+# Rendered by the official conversation.py (`internvl2_5`, `internvl3_5_gpt_oss`
+# registrations, SeparatorStyle.MPT / MPT_TWO) and written down here.
+SYS_2_5 = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+GPT_OSS_SYS = (
+    "You are InternVL, a large language model trained by Shanghai AI Laboratory.\nKnowledge cutoff: 2024-06\n"
+    "Current date: 2025-08-06\n\nReasoning: low\n\n# Valid channels: final. Channel must be included for every message."
+)
+
+
+def test_internvl2_5_multi_turn_golden():
+    template = get_template("internvl2_5")
+    assert template.default_system_message == SYS_2_5
+    assert template.render([("Hi", "Hello!"), ("Q2", None)]) == (
+        f"<|im_start|>system\n{SYS_2_5}<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\n"
+    )
+    # chat() stops on the separator without its newline.
+    assert template.stop_strings == ("<|im_end|>",)
+
+
+def test_gpt_oss_template_golden():
+    template = get_template("internvl3_5_gpt_oss")
+    assert template.render([(image_prefix(1) + "Describe.", None)]) == (
+        f"<|start|>system<|message|>{GPT_OSS_SYS}<|end|><|start|>user<|message|><image>\nDescribe.<|end|><|start|>assistant"
+    )
+    # MPT_TWO: an earlier answer ends with sep, a closing one with sep2.
+    assert template.render([("A", "x"), ("B", "y")], system_message="S") == (
+        "<|start|>system<|message|>S<|end|><|start|>user<|message|>A<|end|><|start|>assistantx<|end|>"
+        "<|start|>user<|message|>B<|end|><|start|>assistanty<|return|>"
+    )
+    assert template.stop_strings == ("<|return|>",)

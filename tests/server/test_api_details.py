@@ -112,8 +112,8 @@ def test_unknown_fields_are_400_unrecognized(client, fake_engine):
         "param": "frobnicate",
         "code": "unknown_parameter",
     }
-    error = error_of(client.post(CHAT, json=body(min_tokens=3, chat_template_kwargs={})), 400)
-    assert "min_tokens" in error["message"] and "chat_template_kwargs" in error["message"]
+    error = error_of(client.post(CHAT, json=body(min_tokens=3, documents=[])), 400)
+    assert "min_tokens" in error["message"] and "documents" in error["message"]
     with pytest.raises(openai.BadRequestError):
         sdk(client).chat.completions.create(**body(), extra_body={"best_of": 2})
     assert fake_engine.calls == []

@@ -34,6 +34,7 @@ from vllm.utils.tensor_schema import TensorSchema, TensorShape
 
 from preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
+from .hf_format import released_names
 from .intern_vit import InternVisionModel
 from .processing import (
     DEFAULT_TILE_EMBEDDING_CACHE_MIB,
@@ -300,10 +301,11 @@ class InternVLChatModel(
         return self.language_model.compute_logits(hidden_states)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        # Released names or transformers' InternVL names (hf_format.py), one model.
         # Strict both ways. AutoWeightsLoader raises on a tensor no module claims;
         # a parameter the checkpoint lacks is caught here, because vLLM's own check
         # exempts every unquantized linear layer.
-        loaded = AutoWeightsLoader(self).load_weights(weights)
+        loaded = AutoWeightsLoader(self).load_weights(released_names(weights))
         missing = sorted(
             {name for name, _ in self.named_parameters()} - loaded - self._not_in_checkpoints()
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from model_plugin.hf_format import chat_config_dict, from_hf_config, is_hf_format
 from preprocessing import THINKING_SYSTEM_MESSAGE, ChatTemplate, get_template
 
 from .errors import APIError, BadRequest, EngineUnavailable
@@ -126,8 +127,12 @@ def _has_thinking_mode(config: dict[str, Any]) -> bool:
     return config.get("template") == "internvl2_5" and bool(architectures) and architectures[0] in _THINKING_BACKBONES
 
 
-def engine_args(settings: Settings, source: str) -> Any:
-    """vLLM's `AsyncEngineArgs`: the engine flags as given, plus what the server's own settings decide."""
+def engine_args(settings: Settings, source: str, *, hf_format: bool = False) -> Any:
+    """vLLM's `AsyncEngineArgs`: the engine flags as given, plus what the server's own settings decide.
+
+    `hf_format`: the checkpoint is in transformers' InternVL format, served by the
+    same model through its config mapped onto the released one.
+    """
     import argparse
     import dataclasses
 
@@ -150,6 +155,10 @@ def engine_args(settings: Settings, source: str) -> Any:
         },
         "structured_outputs_config": _structured_outputs_config(settings, given.get("structured_outputs_config")),
     })
+    if hf_format:
+        if given.get("hf_overrides"):
+            raise ValueError("--hf-overrides cannot be combined with a transformers-format (-hf) checkpoint")
+        namespace.hf_overrides = from_hf_config
     assert set(vars(namespace)) <= fields, set(vars(namespace)) - fields
     return AsyncEngineArgs.from_cli_args(namespace)
 
@@ -197,11 +206,12 @@ class VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         source = await asyncio.to_thread(resolve_model, settings)
-        config = await asyncio.to_thread(read_model_config, source)
+        raw_config = await asyncio.to_thread(read_model_config, source)
+        config = chat_config_dict(raw_config)
         info = model_info(settings, source, config)
         apply_cpu_defaults()
         queue = QueueDepth()
-        args = engine_args(settings, source)
+        args = engine_args(settings, source, hf_format=is_hf_format(raw_config))
         llm = AsyncLLM.from_engine_args(args, stat_loggers=[_queue_depth_logger(queue)])
         info = _with_max_len(info, llm.model_config.max_model_len)
         logger.info("engine ready: %s (template %s)", source, info.template.name)

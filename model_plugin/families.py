@@ -5,6 +5,17 @@ InternVL2.5, InternVL3 and InternVL3.5 members. The architecture is one design
 throughout (InternViT, pixel shuffle, `mlp1`); what changes between generations
 is the language model, the template and the tokens.
 
+Provenance of the newer generations' values (README: "Newer generations"):
+
+| members | source |
+|---|---|
+| InternVL2_5-1B/2B, InternVL3-1B/2B, InternVL3_5-8B | copies of the release's config.json in public repos |
+| InternVL3_5-1B | a transcription of its config.json |
+| other Qwen2.5 / Qwen3 / Qwen3-MoE members | the backbone's published config + InternVL's rules (vocab = tokenizer + 9 tokens, 151936 kept by 3.5, untied head, InternVL3's dynamic rope factor 2) |
+| InternVL2_5-26B rope factor, InternVL3-9B (InternLM3), InternVL3_5-241B-A28B | unverified (recalled) |
+| GPT-OSS member | gpt-oss-20b's published config; the release's own config.json not found |
+| Qwen2.5 / Qwen3 added tokens and which are `special: false` | unverified (recalled); ids of `<IMG_CONTEXT>` (151667 / 151671) agree with public dumps |
+
 Hyper-parameters are those of the released `config.json` files (vision tower,
 LLM and template). Each spec can also produce a `tiny()` twin with the same
 architecture choices at test size, so tests exercise the code paths the real

@@ -2,7 +2,7 @@
 released-layout checkpoint, no `--trust-remote-code`.
 
 For each sentencepiece format served by a tokenizer class of ours (InternLM2 with
-the dummy prefix, Phi-3, Yi), `/tokenize` must return the released slow tokenizer's
+the dummy prefix, Phi-3, Yi, InternLM3), `/tokenize` must return the released slow tokenizer's
 ids, BOS included, and a chat with an image must report `usage.prompt_tokens` equal to
 the ids of the official `chat()` prompt. The reference is
 tests/official_chat_reference.py, which shares no code with the server. The other
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.slow
 
 # Spaces, newlines, CJK, an emoji (byte fallback) and inline special tokens.
 TEXT = "  Hello,\n\tworld!  こんにちは 🦙 <img></img> x<|im_end|>y  "
-CASES = [("InternVL2-2B", True), ("InternVL2-4B", None), ("InternVL2-40B", None)]
+CASES = [("InternVL2-2B", True), ("InternVL2-4B", None), ("InternVL2-40B", None), ("InternVL3-9B", None)]
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda case: f"{case[0]}-prefix={case[1]}")

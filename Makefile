@@ -26,7 +26,7 @@ $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive $(APT) install -y -q chromium
 
 test: $(STAMP) $(CHROMIUM)
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
 
 # With no --model, internvl-serve generates and serves the tiny random-weight demo model.
 serve: $(STAMP)

@@ -58,6 +58,24 @@ def load_original_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _llama_like(llm: dict, **extra) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=llm["vocab_size"],
+        hidden_size=llm["hidden_size"],
+        intermediate_size=llm["intermediate_size"],
+        num_hidden_layers=llm["num_hidden_layers"],
+        num_attention_heads=llm["num_attention_heads"],
+        num_key_value_heads=llm["num_key_value_heads"],
+        hidden_act=llm.get("hidden_act", "silu"),
+        max_position_embeddings=llm["max_position_embeddings"],
+        rms_norm_eps=llm["rms_norm_eps"],
+        rope_parameters=llm.get("rope_parameters")
+        or {"rope_type": "default", "rope_theta": llm.get("rope_theta", 10000.0)},
+        tie_word_embeddings=llm.get("tie_word_embeddings", False),
+        **extra,
+    )
+
+
 def _text_config(llm: dict):
     llm = {k: v for k, v in llm.items() if k not in ("architectures", "auto_map", "_name_or_path")}
     arch_type = llm.pop("model_type")
@@ -73,40 +91,12 @@ def _text_config(llm: dict):
         return Qwen3MoeConfig(**llm)
     if arch_type == "gpt_oss":
         return GptOssConfig(**llm)
-    if arch_type == "internlm3":
-        # InternLM3's modeling code is a Llama with its own head_dim.
-        return LlamaConfig(
-            vocab_size=llm["vocab_size"],
-            hidden_size=llm["hidden_size"],
-            intermediate_size=llm["intermediate_size"],
-            num_hidden_layers=llm["num_hidden_layers"],
-            num_attention_heads=llm["num_attention_heads"],
-            num_key_value_heads=llm["num_key_value_heads"],
-            head_dim=llm["head_dim"],
-            hidden_act=llm.get("hidden_act", "silu"),
-            max_position_embeddings=llm["max_position_embeddings"],
-            rms_norm_eps=llm["rms_norm_eps"],
-            rope_parameters={"rope_type": "default", "rope_theta": llm["rope_theta"]},
-            attention_bias=llm.get("qkv_bias", False),
-            tie_word_embeddings=llm.get("tie_word_embeddings", False),
-        )
     if arch_type == "internlm2":
         # InternLM2 is a Llama with fused, grouped qkv: the same maths.
-        return LlamaConfig(
-            vocab_size=llm["vocab_size"],
-            hidden_size=llm["hidden_size"],
-            intermediate_size=llm["intermediate_size"],
-            num_hidden_layers=llm["num_hidden_layers"],
-            num_attention_heads=llm["num_attention_heads"],
-            num_key_value_heads=llm["num_key_value_heads"],
-            hidden_act=llm.get("hidden_act", "silu"),
-            max_position_embeddings=llm["max_position_embeddings"],
-            rms_norm_eps=llm["rms_norm_eps"],
-            rope_parameters=llm.get("rope_parameters")
-            or {"rope_type": "default", "rope_theta": llm.get("rope_theta", 10000.0)},
-            attention_bias=llm.get("bias", False),
-            tie_word_embeddings=llm.get("tie_word_embeddings", False),
-        )
+        return _llama_like(llm, attention_bias=llm.get("bias", False))
+    if arch_type == "internlm3":
+        # InternLM3's modeling code is a Llama with its own head_dim.
+        return _llama_like(llm, head_dim=llm["head_dim"], attention_bias=llm.get("qkv_bias", False))
     raise ValueError(f"No oracle mapping for LLM model_type {arch_type!r}")
 
 

@@ -257,6 +257,15 @@ def test_vllm_parses_config(cache: Path, name: str, vllm_context: None) -> None:
         ("Mini-InternVL-Chat-2B-V1-5", (1024, 16, 24), (2048, 16, 8, 24, 92553)),
         ("Mini-InternVL-Chat-4B-V1-5", (1024, 16, 24), (3072, 32, 32, 32, 32020)),
         ("InternVL-Chat-V1-5", (3200, 25, 45), (6144, 48, 8, 48, 92553)),
+        ("InternVL2_5-1B", (1024, 16, 24), (896, 14, 2, 24, 151674)),
+        ("InternVL2_5-26B", (3200, 25, 45), (6144, 48, 8, 48, 92553)),
+        ("InternVL3-2B", (1024, 16, 24), (1536, 12, 2, 28, 151674)),
+        ("InternVL3-9B", (1024, 16, 24), (4096, 32, 2, 48, 128512)),
+        ("InternVL3-78B", (3200, 25, 45), (8192, 64, 8, 80, 151674)),
+        ("InternVL3_5-8B", (1024, 16, 24), (4096, 32, 8, 36, 151936)),
+        ("InternVL3_5-30B-A3B", (1024, 16, 24), (2048, 32, 4, 48, 151936)),
+        ("InternVL3_5-241B-A28B", (3200, 25, 45), (4096, 64, 4, 94, 151936)),
+        ("InternVL3_5-GPT-OSS-20B-A4B-Preview", (1024, 16, 24), (2880, 64, 8, 24, 201088)),
     ],
 )
 def test_full_config_has_real_sizes(cache: Path, name: str, vit: tuple, llm: tuple) -> None:
@@ -286,6 +295,18 @@ def test_full_config_spot_values(cache: Path) -> None:
     assert phi3.max_position_embeddings == 131072
     llama3 = AutoConfig.from_pretrained(full(cache, "InternVL2-Llama3-76B")).llm_config
     assert (llama3.intermediate_size, llama3.rope_parameters["rope_theta"]) == (28672, 500000.0)
+    qwen2_5 = AutoConfig.from_pretrained(full(cache, "InternVL3-1B")).llm_config
+    assert qwen2_5.rope_parameters["rope_type"] == "dynamic" and qwen2_5.rope_parameters["factor"] == 2.0
+    assert AutoConfig.from_pretrained(full(cache, "InternVL2_5-1B")).llm_config.rope_parameters["rope_type"] == "default"
+    qwen3 = AutoConfig.from_pretrained(full(cache, "InternVL3_5-1B")).llm_config
+    assert (qwen3.head_dim, qwen3.max_position_embeddings, qwen3.tie_word_embeddings) == (128, 40960, False)
+    moe = AutoConfig.from_pretrained(full(cache, "InternVL3_5-30B-A3B")).llm_config
+    assert (moe.num_experts, moe.num_experts_per_tok, moe.moe_intermediate_size) == (128, 8, 768)
+    oss = AutoConfig.from_pretrained(full(cache, "InternVL3_5-GPT-OSS-20B-A4B-Preview")).llm_config
+    assert (oss.num_local_experts, oss.num_experts_per_tok, oss.sliding_window, oss.head_dim) == (32, 4, 128, 64)
+    assert oss.rope_parameters["rope_type"] == "yarn" and oss.rope_parameters["factor"] == 32.0
+    internlm3 = AutoConfig.from_pretrained(full(cache, "InternVL3-9B")).llm_config
+    assert (internlm3.head_dim, internlm3.intermediate_size) == (128, 10240)
 
 
 # --- tokenizer --------------------------------------------------------------

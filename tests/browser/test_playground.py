@@ -177,6 +177,17 @@ def image_tokens_planned(live_server, url: str, **image_fields) -> int:
     return strings.index("</img>") - strings.index("<img>") + 1
 
 
+def turn_end_bias(live_server) -> dict[str, int]:
+    """A -100 bias on the template's turn-end tokens (stop strings end an answer even with ignore_eos)."""
+    body = {"model": live_server.model, "prompt": "<|im_end|><|endoftext|>", "add_special_tokens": False}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    response = httpx.post(f"{live_server.base_url}/tokenize", json=body, headers=headers, timeout=120)
+    assert response.status_code == 200, response.text
+    tokens = response.json()["tokens"]
+    assert len(tokens) == 2
+    return {str(token): -100 for token in tokens}
+
+
 def watch_answer(page) -> None:
     """Record every text the newest answer shows while it streams, update by update.
 
@@ -405,7 +416,8 @@ def test_playground_in_chromium(page, live_server, tmp_path):
     card(page, 0).locator("button.remove").click()
 
     # Stop: a long answer stops growing once Stop is pressed, and the page is ready again.
-    page.fill("#extra", json.dumps({"ignore_eos": True}))
+    # The random model must not end it first by sampling a turn-end token.
+    page.fill("#extra", json.dumps({"ignore_eos": True, "logit_bias": turn_end_bias(live_server)}))
     page.fill("#max-tokens", "4000")
     send(page, "Tell me a very long story.")
     page.wait_for_function("() => (document.querySelectorAll('.message.assistant .text')[1]?.textContent.length || 0) > 20")

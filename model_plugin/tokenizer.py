@@ -21,6 +21,8 @@ from typing import Any, Iterator
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from preprocessing import INTERNVL2_5_SYSTEM_MESSAGE
+
 from .families import GPT_OSS_ADDED, INTERNVL_TOKENS, QWEN_PLAIN_TOKENS, FamilySpec
 
 __all__ = [
@@ -95,11 +97,6 @@ def build_tokenizer(spec: FamilySpec, bpe_vocab_size: int = DEFAULT_BPE_VOCAB) -
     added = [tok for tok in spec.special_tokens if tok not in base]
     tokenizer.add_special_tokens(added)
     return tokenizer
-
-
-# The system message the InternVL2.5 and InternVL3 tokenizers' chat templates add
-# when a conversation has none (InternVL3.5's add none).
-INTERNVL2_5_SYSTEM = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
 
 
 def chat_template_for(template: str, default_system: str | None = None) -> str:
@@ -206,7 +203,6 @@ PHI3_ADDED_TOKENS: tuple[str, ...] = (
     "<|user|>",
 )
 LLAMA3_SPECIAL_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>")
-QWEN2_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 # Pre-tokenizer regexes of the released byte-level BPE tokenizers.
 QWEN2_PATTERN = (
@@ -483,9 +479,10 @@ def _train_byte_level(
 
 
 def _default_system(spec: FamilySpec) -> str | None:
-    """The system message the release's tokenizer chat template adds by itself."""
+    """The system message the release's tokenizer chat template adds by itself
+    (InternVL2.5's and InternVL3's do; InternVL3.5's add none)."""
     if spec.template == "internvl2_5" and spec.generation in ("InternVL2.5", "InternVL3"):
-        return INTERNVL2_5_SYSTEM
+        return INTERNVL2_5_SYSTEM_MESSAGE
     return None
 
 
